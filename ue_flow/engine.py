@@ -1,0 +1,187 @@
+"""The engine: a loaded configuration, its broker and actors, and ``emit``."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import dramatiq
+import redis
+import structlog
+from dramatiq.errors import BrokerError as DramatiqBrokerError
+
+from .actors import declare_actors
+from .broker import create_broker
+from .config import Config
+from .errors import BrokerError, ConfigError, ConfigProblem, PayloadError
+from .loader import LoadedConfig, load_config
+from .payload import normalize
+from .routing import owners
+
+logger = structlog.get_logger("ue_flow")
+
+
+def new_event_id() -> str:
+    """Return a fresh event id, sent as ``webhook-id`` on every attempt."""
+    return f"evt_{uuid.uuid4().hex}"
+
+
+class Engine:
+    """A configuration compiled into actors on one broker.
+
+    Applications use the process-wide engine through ``ue_flow.emit``;
+    tests and the demo build their own.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        broker: dramatiq.Broker,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        """Declare the actors of ``loaded`` on ``broker``.
+
+        ``environ`` is where workers look up keys and signing secrets at
+        send time; it defaults to ``os.environ``.
+        """
+        self.config: Config = loaded.config
+        self.broker = broker
+        self._loaded = loaded
+        self.router, self.deliverers = declare_actors(broker, self.config, environ)
+
+    @classmethod
+    def from_environment(cls, *, require_keys: bool = False) -> Engine:
+        """Build an engine from UE_FLOW_CONFIG and UE_FLOW_BROKER_URL.
+
+        With ``require_keys``, as in workers, raise ConfigError naming each
+        unset key variable of a system that subscribes to an event.
+        """
+        loaded = load_config()
+        if require_keys:
+            check_keys(loaded.config)
+        return cls(loaded, create_broker())
+
+    def emit(
+        self,
+        event_name: str,
+        *,
+        user: Mapping[str, Any],
+        data: Mapping[str, Any],
+        systems: Iterable[str] | None = None,
+    ) -> str:
+        """Validate an event, queue it for delivery and return its id.
+
+        Raises PayloadError when the payload is invalid and BrokerError when
+        the broker cannot take it; in both cases nothing was queued.
+        """
+        payload = self.validate(event_name, user=user, data=data, systems=systems)
+        only = sorted(systems) if systems is not None else None
+        event_id = new_event_id()
+        message = self.router.message(
+            event_id, event_name, payload["user"], payload["data"], only, int(time.time() * 1000)
+        )
+        try:
+            self.broker.enqueue(message)
+        except (redis.RedisError, DramatiqBrokerError, OSError) as error:
+            text = f"could not queue {event_name} event: {type(error).__name__}: {error}"
+            raise BrokerError(text) from error
+
+        logger.debug("event.accepted", event_id=event_id, event_name=event_name)
+        return event_id
+
+    def validate(
+        self,
+        event_name: str,
+        *,
+        user: Mapping[str, Any],
+        data: Mapping[str, Any],
+        systems: Iterable[str] | None = None,
+    ) -> dict[str, Any]:
+        """Return the normalized payload, or raise PayloadError."""
+        return validate_event(self._loaded, event_name, user=user, data=data, systems=systems)
+
+
+def validate_event(
+    loaded: LoadedConfig,
+    event_name: str,
+    *,
+    user: Mapping[str, Any],
+    data: Mapping[str, Any],
+    systems: Iterable[str] | None = None,
+) -> dict[str, Any]:
+    """Return the normalized payload of an event, or raise PayloadError.
+
+    Checks the event is declared, the payload against its schema, that
+    routing finds each owner, and that ``systems`` names known slugs.
+    """
+    config = loaded.config
+    event = config.events.get(event_name)
+    if event is None:
+        known = ", ".join(sorted(config.events))
+        raise PayloadError(event_name, "$", f"unknown event; events.yaml declares {known}")
+
+    payload: dict[str, Any] = normalize(event_name, {"user": user, "data": data})
+    loaded.validators[event_name].validate(payload)
+    owners(config, event, payload)
+    if systems is not None:
+        _check_systems(config, event_name, systems)
+    return payload
+
+
+def _check_systems(config: Config, event_name: str, systems: Iterable[str]) -> None:
+    if isinstance(systems, str):
+        rule = f"systems must be a list of slugs, not the string {systems!r}"
+        raise PayloadError(event_name, "systems", rule)
+
+    for slug in systems:
+        if slug not in config.systems:
+            known = ", ".join(config.systems)
+            raise PayloadError(event_name, "systems", f"unknown system {slug!r}; known: {known}")
+
+
+def check_keys(config: Config, environ: Mapping[str, str] | None = None) -> None:
+    """Raise ConfigError naming every unset key variable of a subscribed system."""
+    environ = os.environ if environ is None else environ
+    systems_file = config.directory / "systems.yaml"
+    problems = [
+        ConfigProblem(
+            systems_file,
+            0,
+            0,
+            f"system {system.slug!r}: environment variable {system.key_env} is not set; "
+            "set it to the system's shared key before starting workers",
+        )
+        for system in config.systems.values()
+        if system.events and not environ.get(system.key_env)
+    ]
+    if problems:
+        raise ConfigError(problems)
+
+
+_default_engine: Engine | None = None
+_default_lock = threading.Lock()
+
+
+def default_engine() -> Engine:
+    """Return the process-wide engine, building it from the environment once."""
+    global _default_engine
+    if _default_engine is None:
+        with _default_lock:
+            if _default_engine is None:
+                _default_engine = Engine.from_environment()
+    return _default_engine
+
+
+def emit(
+    event_name: str,
+    *,
+    user: Mapping[str, Any],
+    data: Mapping[str, Any],
+    systems: Iterable[str] | None = None,
+) -> str:
+    """Validate an event, queue it and return its id; see ``Engine.emit``."""
+    return default_engine().emit(event_name, user=user, data=data, systems=systems)

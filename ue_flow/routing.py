@@ -1,0 +1,133 @@
+"""Routing: which subscribed systems receive an event, and which part of it."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .config import Config, EventType, Routing, System
+from .errors import PayloadError
+
+
+def resolve_pointer(document: Any, pointer: str) -> Any:
+    """Return the value at a JSON pointer (RFC 6901); raise KeyError when absent."""
+    value = document
+    for token in pointer.lstrip("/").split("/"):
+        token = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(value, Mapping) and token in value:
+            value = value[token]
+        elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
+            value = value[int(token)]
+        else:
+            raise KeyError(pointer)
+
+    return value
+
+
+def _json_path(pointer: str) -> str:
+    return "$" + "".join(
+        f"[{token}]" if token.isdigit() else f".{token}" for token in pointer.lstrip("/").split("/")
+    )
+
+
+def _owner_slug(config: Config, event: EventType, owner: Any, pointer: str) -> str | None:
+    if isinstance(owner, str) and not isinstance(owner, bool):
+        return owner if owner in config.systems else None
+    if isinstance(owner, int) and not isinstance(owner, bool):
+        for system in config.systems.values():
+            if system.ue_id == owner:
+                return system.slug
+        return None
+
+    rule = f"the owning system must be a slug or an integer id, got {owner!r}"
+    raise PayloadError(event.name, _json_path(pointer), rule)
+
+
+def owners(config: Config, event: EventType, payload: Mapping[str, Any]) -> list[str | None]:
+    """Return the owning system of each routed item, or of the whole payload.
+
+    An owner that names no configured system is None: nobody receives that
+    item. Raises PayloadError when the owner field is missing.
+    """
+    routing = event.routing
+    if routing.items is None:
+        return [_owner_at(config, event, payload, routing.owner)]
+
+    items = resolve_pointer(payload, routing.items)
+    return [
+        _owner_at(config, event, payload, f"{routing.items}/{index}{routing.owner}")
+        for index in range(len(items))
+    ]
+
+
+def _owner_at(config: Config, event: EventType, payload: Any, pointer: str) -> str | None:
+    try:
+        owner = resolve_pointer(payload, pointer)
+    except KeyError:
+        rule = "required to route the event: name the owning system's slug or integer id"
+        raise PayloadError(event.name, _json_path(pointer), rule) from None
+
+    return _owner_slug(config, event, owner, pointer)
+
+
+def route(
+    config: Config,
+    event: EventType,
+    payload: Mapping[str, Any],
+    only: Iterable[str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Return the payload each receiving system gets, keyed by slug.
+
+    A system receives the event when it subscribes to it, is in ``only``
+    (when given) and owns at least one item; with ``items`` routing, its
+    copy holds only its own items and the related entries that refer to
+    them. The payload is not modified.
+    """
+    narrowed = set(only) if only is not None else None
+    slugs = owners(config, event, payload)
+    result: dict[str, dict[str, Any]] = {}
+
+    for system in config.subscribers(event.name):
+        if narrowed is not None and system.slug not in narrowed:
+            continue
+        if system.slug not in slugs:
+            continue
+        try:
+            part = _part_for(system, event.routing, payload, slugs)
+        except KeyError as error:
+            pointer = str(error.args[0])
+            rule = "missing, but the routing rule in events.yaml reads it"
+            raise PayloadError(event.name, _json_path(pointer), rule) from None
+        if part is not None:
+            result[system.slug] = part
+
+    return result
+
+
+def _part_for(
+    system: System, routing: Routing, payload: Mapping[str, Any], slugs: list[str | None]
+) -> dict[str, Any] | None:
+    if routing.items is None:
+        return dict(payload)
+
+    part = copy.deepcopy(dict(payload))
+    items = resolve_pointer(part, routing.items)
+    kept = [item for item, owner in zip(items, slugs, strict=True) if owner == system.slug]
+    items[:] = kept
+    kept_ids = {item.get("id") for item in kept if isinstance(item, Mapping)}
+
+    for related in routing.related:
+        entries = resolve_pointer(part, related.items)
+        entries[:] = [entry for entry in entries if _refers_to(entry, related.item_id, kept_ids)]
+        if related.required and not entries:
+            return None
+
+    return part
+
+
+def _refers_to(entry: Any, pointer: str, ids: set[Any]) -> bool:
+    try:
+        return resolve_pointer(entry, pointer) in ids
+    except KeyError:
+        return False

@@ -1,0 +1,92 @@
+"""YAML documents loaded with the source position of every value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, ConfigProblem
+
+#: A location inside a document: mapping keys and sequence indexes.
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class YamlDocument:
+    """A parsed YAML file: its data and the 1-based line and column of each value."""
+
+    path: Path
+    data: Any
+    positions: dict[KeyPath, tuple[int, int]] = field(repr=False)
+
+    def position(self, key_path: KeyPath) -> tuple[int, int]:
+        """Return where ``key_path`` sits, or its nearest ancestor that exists."""
+        for end in range(len(key_path), -1, -1):
+            found = self.positions.get(tuple(key_path[:end]))
+            if found is not None:
+                return found
+
+        return (1, 1)
+
+    def problem(self, key_path: KeyPath, message: str) -> ConfigProblem:
+        """Build a problem located at ``key_path``."""
+        line, column = self.position(key_path)
+        return ConfigProblem(self.path, line, column, message)
+
+
+def load_yaml(path: Path) -> YamlDocument:
+    """Parse ``path`` safely; raise ConfigError for syntax errors and duplicate keys."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([ConfigProblem(path, 0, 0, "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError([ConfigProblem(path, 0, 0, f"cannot read file: {error}")]) from error
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError([ConfigProblem(path, 1, 1, "file is empty")])
+        positions: dict[KeyPath, tuple[int, int]] = {}
+        problems: list[ConfigProblem] = []
+        _index_node(node, (), positions, problems, path)
+        if problems:
+            raise ConfigError(problems)
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        message = f"invalid YAML: {error.problem or error.context}"
+        raise ConfigError([ConfigProblem(path, line, column, message)]) from error
+    finally:
+        loader.dispose()
+
+    return YamlDocument(path, data, positions)
+
+
+def _index_node(
+    node: yaml.Node,
+    key_path: KeyPath,
+    positions: dict[KeyPath, tuple[int, int]],
+    problems: list[ConfigProblem],
+    path: Path,
+) -> None:
+    positions[key_path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                message = f"duplicate key {key!r}; it was first set on line {seen[key]}"
+                problems.append(ConfigProblem(path, line, key_node.start_mark.column + 1, message))
+            seen[key] = line
+            _index_node(value_node, (*key_path, key), positions, problems, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _index_node(item, (*key_path, index), positions, problems, path)
