@@ -103,6 +103,8 @@ class System:
     ue_id: int | None = None
     allow_http: bool = False
     allow_private_network: bool = False
+    #: The line of the system's entry in systems.yaml, for error messages.
+    line: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)

@@ -150,8 +150,8 @@ def check_keys(config: Config, environ: Mapping[str, str] | None = None) -> None
     problems = [
         ConfigProblem(
             systems_file,
-            0,
-            0,
+            system.line,
+            1,
             f"system {system.slug!r}: environment variable {system.key_env} is not set; "
             "set it to the system's shared key before starting workers",
         )

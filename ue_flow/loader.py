@@ -247,6 +247,7 @@ def _build_systems(
             ue_id=ue_id,
             allow_http=entry.get("allow_http", False),
             allow_private_network=entry.get("allow_private_network", False),
+            line=document.position((*key_path, "key_env"))[0],
         )
 
     return systems
