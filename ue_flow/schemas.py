@@ -38,7 +38,10 @@ def read_schema(path: Path) -> Any:
     except FileNotFoundError:
         raise SchemaLoadError(f"schema file not found: {path}") from None
     except json.JSONDecodeError as error:
-        message = f"invalid JSON in schema {path}: {error.msg} at line {error.lineno}, column {error.colno}"
+        message = (
+            f"invalid JSON in schema {path}: {error.msg} "
+            f"at line {error.lineno}, column {error.colno}"
+        )
         raise SchemaLoadError(message) from error
     except (OSError, UnicodeDecodeError) as error:
         raise SchemaLoadError(f"cannot read schema {path}: {error}") from error
@@ -89,7 +92,9 @@ class PayloadValidator:
         try:
             self._fast = jsonschema_rs.validator_for(wrapper, retriever=_rs_retrieve)
         except (jsonschema_rs.ReferencingError, ValueError) as error:
-            raise SchemaLoadError(str(error)) from error
+            # jsonschema_rs.ValidationError's str() appends a multi-line
+            # report; its ``message`` is the one-line cause.
+            raise SchemaLoadError(getattr(error, "message", None) or str(error)) from error
         self._check_references()
 
     def _check_references(self) -> None:
@@ -107,7 +112,22 @@ class PayloadValidator:
             return
 
         error = jsonschema.exceptions.best_match(self._detailed.iter_errors(payload))
+        if error is None:
+            # The two validators disagree only where Python's regular
+            # expressions do, such as "$" matching before a final newline;
+            # the stricter verdict of jsonschema-rs stands.
+            self._raise_fast_error(payload)
         raise PayloadError(self.event_name, error.json_path, describe_error(error))
+
+    def _raise_fast_error(self, payload: Any) -> None:
+        try:
+            self._fast.validate(payload)
+        except jsonschema_rs.ValidationError as error:
+            path = "$" + "".join(
+                f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.instance_path
+            )
+            raise PayloadError(self.event_name, path, error.message) from None
+        raise PayloadError(self.event_name, "$", "invalid payload")
 
 
 def describe_error(error: jsonschema.ValidationError) -> str:
@@ -116,11 +136,18 @@ def describe_error(error: jsonschema.ValidationError) -> str:
     if schema.get("title") == "Money":
         found = type(error.instance).__name__ if not isinstance(error.instance, str) else "string"
         return (
-            f"money must be a decimal string with two places such as \"100.00\", "
+            f'money must be a decimal string with two places such as "100.00", '
             f"or a decimal.Decimal; got {found} {error.instance!r}"
         )
 
     return error.message
+
+
+@lru_cache(maxsize=4)
+def config_schema_validator(name: str) -> jsonschema.Draft202012Validator:
+    """Return the validator of a shipped config schema, such as events.schema.json."""
+    path = (shipped_schemas_dir() / "config" / name).resolve()
+    return jsonschema.Draft202012Validator({"$ref": path.as_uri()}, registry=_registry())
 
 
 @lru_cache(maxsize=1)
@@ -130,6 +157,4 @@ def envelope_validator() -> jsonschema.Draft202012Validator:
     schema = read_schema(path)
     resource = referencing.Resource.from_contents(schema, default_specification=DRAFT202012)
     registry = _registry().with_resource(path.resolve().as_uri(), resource)
-    return jsonschema.Draft202012Validator(
-        {"$ref": path.resolve().as_uri()}, registry=registry
-    )
+    return jsonschema.Draft202012Validator({"$ref": path.resolve().as_uri()}, registry=registry)

@@ -74,8 +74,17 @@ def _index_node(
     positions: dict[KeyPath, tuple[int, int]],
     problems: list[ConfigProblem],
     path: Path,
+    ancestors: frozenset[int] = frozenset(),
 ) -> None:
     positions[key_path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+
+    # An alias may refer to an enclosing anchor (``&a [*a]``); following it
+    # would never end, so it is reported instead.
+    if id(node) in ancestors:
+        message = "recursive alias: the value contains itself; point the alias at another anchor"
+        problems.append(ConfigProblem(path, *positions[key_path], message))
+        return
+    ancestors = ancestors | {id(node)}
 
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
@@ -86,7 +95,7 @@ def _index_node(
                 message = f"duplicate key {key!r}; it was first set on line {seen[key]}"
                 problems.append(ConfigProblem(path, line, key_node.start_mark.column + 1, message))
             seen[key] = line
-            _index_node(value_node, (*key_path, key), positions, problems, path)
+            _index_node(value_node, (*key_path, key), positions, problems, path, ancestors)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _index_node(item, (*key_path, index), positions, problems, path)
+            _index_node(item, (*key_path, index), positions, problems, path, ancestors)

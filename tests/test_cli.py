@@ -1,0 +1,285 @@
+"""The ``ue-flow`` command line: check, emit and demo, each run as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import REDIS_URL, ROOT, load_example, write_config
+
+UE_FLOW = Path(sys.executable).parent / "ue-flow"
+
+EVENT_ID = re.compile(r"evt_[0-9a-f]{32}")
+
+
+def build_env(**extra: str) -> dict[str, str]:
+    """The current environment without ue-flow settings, plus ``extra``."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("UE_FLOW_") and not name.endswith("_WEBHOOK_URL")
+    }
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(UE_FLOW), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=build_env() if env is None else env,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
+def write_payload(directory: Path, payload: object, name: str = "payload.json") -> Path:
+    path = directory / name
+    path.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    return path
+
+
+def list_keys(client: redis.Redis, namespace: str) -> list[bytes]:
+    return sorted(client.scan_iter(match=f"{namespace}*"))
+
+
+@pytest.fixture
+def emit_env(tmp_path: Path, namespace: str) -> dict[str, str]:
+    return build_env(
+        UE_FLOW_BROKER_URL=REDIS_URL,
+        UE_FLOW_NAMESPACE=namespace,
+        UE_FLOW_CONFIG=str(write_config(tmp_path)),
+    )
+
+
+# --- ue-flow check ---------------------------------------------------------------------
+
+EXAMPLES = sorted((path.parent.name, path) for path in (ROOT / "examples").glob("*/*.json"))
+
+
+@pytest.mark.parametrize(
+    ("event_name", "path"),
+    EXAMPLES,
+    ids=[f"{path.parent.name}/{path.stem}" for _, path in EXAMPLES],
+)
+def test_check_example_ok(event_name: str, path: Path) -> None:
+    result = run_cli("check", event_name, str(path))
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: ")
+
+
+def test_check_invalid_payload(tmp_path: Path) -> None:
+    payload = load_example("post_sale", "two_systems")
+    payload["data"]["lines"][0]["unit_price"] = 75.0
+    path = write_payload(tmp_path, payload)
+
+    result = run_cli("check", "post_sale", str(path))
+
+    assert result.returncode == 1
+    assert "$.data.lines[0].unit_price" in result.stderr
+    assert "decimal string" in result.stderr
+    assert result.stdout == ""
+
+
+def test_check_stdin_valid() -> None:
+    text = (ROOT / "examples" / "basket_add" / "add_course.json").read_text(encoding="utf-8")
+
+    result = run_cli("check", "basket_add", "-", stdin=text)
+
+    assert result.returncode == 0, result.stderr
+    assert "ok: " in result.stdout
+
+
+def test_check_stdin_invalid() -> None:
+    payload = load_example("basket_add", "add_course")
+    payload["data"]["action"] = "replace"
+
+    result = run_cli("check", "basket_add", "-", stdin=json.dumps(payload))
+
+    assert result.returncode == 1
+    assert "$.data.action" in result.stderr
+
+
+def test_check_unknown_event() -> None:
+    path = ROOT / "examples" / "post_sale" / "two_systems.json"
+
+    result = run_cli("check", "post_sail", str(path))
+
+    assert result.returncode == 1
+    assert "unknown event" in result.stderr
+    assert "post_sail" in result.stderr
+
+
+def test_check_event_mismatch() -> None:
+    path = ROOT / "examples" / "basket_add" / "add_course.json"
+
+    result = run_cli("check", "post_sale", str(path))
+
+    assert result.returncode == 1
+    assert "invalid post_sale payload" in result.stderr
+
+
+def test_check_malformed_json(tmp_path: Path) -> None:
+    path = tmp_path / "payload.json"
+    path.write_text('{\n  "user": {},\n  "data": {,}\n}\n', encoding="utf-8")
+
+    result = run_cli("check", "post_sale", str(path))
+
+    assert result.returncode == 1
+    assert f"{path}:3:" in result.stderr
+    assert "invalid JSON" in result.stderr
+
+
+def test_check_extra_top_level_key(tmp_path: Path) -> None:
+    payload = load_example("post_sale", "two_systems")
+    payload["systems"] = ["learn"]
+    path = write_payload(tmp_path, payload)
+
+    result = run_cli("check", "post_sale", str(path))
+
+    assert result.returncode == 1
+    assert "keys user and data" in result.stderr
+
+
+def test_check_missing_file(tmp_path: Path) -> None:
+    result = run_cli("check", "post_sale", str(tmp_path / "absent.json"))
+
+    assert result.returncode == 1
+    assert "absent.json" in result.stderr
+
+
+def test_check_missing_argument() -> None:
+    result = run_cli("check", "post_sale")
+
+    assert result.returncode == 2
+
+
+def test_no_command_usage() -> None:
+    result = run_cli()
+
+    assert result.returncode == 2
+    assert "usage: ue-flow" in result.stderr
+
+
+# --- ue-flow emit ----------------------------------------------------------------------
+
+
+def test_emit_queues_message(
+    emit_env: dict[str, str], namespace: str, redis_client: redis.Redis
+) -> None:
+    path = ROOT / "examples" / "post_sale" / "two_systems.json"
+
+    result = run_cli("emit", "post_sale", str(path), env=emit_env)
+    event_id = result.stdout.strip()
+    messages = redis_client.hvals(f"{namespace}:events.msgs")
+
+    assert result.returncode == 0, result.stderr
+    assert EVENT_ID.fullmatch(event_id), result.stdout
+    assert redis_client.llen(f"{namespace}:events") == 1
+    assert len(messages) == 1
+    assert event_id.encode() in messages[0]
+
+
+def test_emit_message_has_no_key(
+    emit_env: dict[str, str], namespace: str, redis_client: redis.Redis
+) -> None:
+    emit_env["UE_FLOW_KEY_MITXONLINE"] = "key-never-in-the-broker"
+    path = ROOT / "examples" / "basket_add" / "add_course.json"
+
+    result = run_cli("emit", "basket_add", str(path), env=emit_env)
+    messages = redis_client.hvals(f"{namespace}:events.msgs")
+
+    assert result.returncode == 0, result.stderr
+    assert len(messages) == 1
+    assert b"key-never-in-the-broker" not in messages[0]
+
+
+def test_emit_system_option(
+    emit_env: dict[str, str], namespace: str, redis_client: redis.Redis
+) -> None:
+    path = ROOT / "examples" / "post_sale" / "two_systems.json"
+
+    result = run_cli("emit", "post_sale", str(path), "--system", "learn", env=emit_env)
+    messages = redis_client.hvals(f"{namespace}:events.msgs")
+
+    assert result.returncode == 0, result.stderr
+    assert len(messages) == 1
+    assert b'["learn"]' in messages[0]
+
+
+def test_emit_invalid_payload(
+    tmp_path: Path, emit_env: dict[str, str], namespace: str, redis_client: redis.Redis
+) -> None:
+    payload = load_example("post_sale", "two_systems")
+    payload["data"]["total_price_paid"] = 1099.99
+    path = write_payload(tmp_path, payload)
+
+    result = run_cli("emit", "post_sale", str(path), env=emit_env)
+
+    assert result.returncode == 1
+    assert "$.data.total_price_paid" in result.stderr
+    assert result.stdout == ""
+    assert list_keys(redis_client, namespace) == []
+
+
+def test_emit_unknown_system(
+    emit_env: dict[str, str], namespace: str, redis_client: redis.Redis
+) -> None:
+    path = ROOT / "examples" / "post_sale" / "two_systems.json"
+
+    result = run_cli("emit", "post_sale", str(path), "--system", "xpro", env=emit_env)
+
+    assert result.returncode == 1
+    assert "unknown system 'xpro'" in result.stderr
+    assert list_keys(redis_client, namespace) == []
+
+
+def test_emit_broker_down(tmp_path: Path) -> None:
+    # Nothing normally listens on 127.0.0.1 port 1, so the connection is refused.
+    env = build_env(
+        UE_FLOW_BROKER_URL="redis://127.0.0.1:1/0",
+        UE_FLOW_CONFIG=str(write_config(tmp_path)),
+    )
+    path = ROOT / "examples" / "basket_add" / "add_course.json"
+
+    result = run_cli("emit", "basket_add", str(path), env=env)
+
+    assert result.returncode == 1
+    assert "nothing was queued" in result.stderr
+    assert result.stdout == ""
+
+
+# --- ue-flow demo ----------------------------------------------------------------------
+
+
+def test_demo_runs() -> None:
+    result = run_cli("demo", timeout=120)
+    output = result.stdout + result.stderr
+    references = sorted(
+        {
+            json.loads(path.read_text(encoding="utf-8"))["data"].get("reference_number")
+            for path in (ROOT / "examples").glob("post_*/*.json")
+        }
+    )
+
+    assert result.returncode == 0, output
+    assert "mitxonline" in output
+    assert "learn" in output
+    for reference in references:
+        assert reference in output, reference
+    assert "signature and key verified" in output
