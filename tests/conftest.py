@@ -82,7 +82,9 @@ def _start_receiver(receiver: Receiver) -> Receiver:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             with lock:
-                receiver.requests.append(Request({k.lower(): v for k, v in self.headers.items()}, body))
+                receiver.requests.append(
+                    Request({k.lower(): v for k, v in self.headers.items()}, body)
+                )
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
             self.send_response(status)
             self.send_header("Content-Length", "0")
@@ -120,9 +122,7 @@ def write_config(directory: Path, *, schedule: list[str] | None = None) -> Path:
 
 
 @pytest.fixture
-def worker_env(
-    tmp_path: Path, namespace: str, receivers: dict[str, Receiver]
-) -> dict[str, str]:
+def worker_env(tmp_path: Path, namespace: str, receivers: dict[str, Receiver]) -> dict[str, str]:
     """The environment of an application and its workers for one test."""
     config = write_config(tmp_path, schedule=["100ms", "200ms", "300ms"])
     env = dict(os.environ)

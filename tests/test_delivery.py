@@ -12,13 +12,11 @@ import pytest
 import redis
 
 import ue_flow
+from tests.conftest import REDIS_URL, ROOT, Receiver, load_example
 from ue_flow import engine as engine_module
-from ue_flow.broker import create_broker
 from ue_flow.engine import Engine
 from ue_flow.loader import load_config
 from ue_flow.worker import EXIT_CONFIG
-
-from tests.conftest import REDIS_URL, ROOT, Receiver, load_example
 
 pytestmark = pytest.mark.slow
 
@@ -27,13 +25,11 @@ pytestmark = pytest.mark.slow
 def app_engine(worker_env: dict[str, str]) -> Engine:
     """The application side: an engine on the test's Redis key prefix."""
     loaded = load_config(worker_env["UE_FLOW_CONFIG"])
-    return Engine(loaded, create_broker(REDIS_URL, key_prefix=worker_env["UE_FLOW_NAMESPACE"]))
+    return Engine.for_redis(loaded, REDIS_URL, worker_env["UE_FLOW_NAMESPACE"])
 
 
 @pytest.fixture
-def default_emit(
-    worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[None]:
+def default_emit(worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """``ue_flow.emit`` configured from this test's environment."""
     for name in ("UE_FLOW_CONFIG", "UE_FLOW_BROKER_URL", "UE_FLOW_NAMESPACE"):
         monkeypatch.setenv(name, worker_env[name])

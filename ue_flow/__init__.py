@@ -13,7 +13,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from .errors import BrokerError, ConfigError, Error, PayloadError  # noqa: E402
+from .errors import BrokerError, ConfigError, Error, PayloadError
 
 __all__ = [
     "BrokerError",
@@ -25,16 +25,27 @@ __all__ = [
 ]
 
 
-def emit(event_name: str, *, user: Any, data: Any, systems: Any = None) -> str:
+def emit(
+    event_name: str,
+    *,
+    user: Any,
+    data: Any,
+    systems: Any = None,
+    idempotency_key: str | None = None,
+) -> str:
     """Validate an event, queue it for delivery and return its event id.
 
     Raises ``PayloadError`` (a ValueError) naming the event, JSON path and
     rule when the payload is invalid, and ``BrokerError`` when the broker
-    cannot take it; nothing is queued in either case.
+    cannot take it; nothing is queued in either case. A repeated
+    ``idempotency_key`` within 24 hours returns the first event's id and
+    queues nothing.
     """
     from .engine import emit as emit_with_default_engine
 
-    return emit_with_default_engine(event_name, user=user, data=data, systems=systems)
+    return emit_with_default_engine(
+        event_name, user=user, data=data, systems=systems, idempotency_key=idempotency_key
+    )
 
 
 if "dramatiq.cli" in sys.modules:

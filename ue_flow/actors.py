@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -12,68 +10,83 @@ import dramatiq
 import structlog
 from dramatiq.middleware import CurrentMessage
 
-from .config import Config, RetryPolicy, System
-from .delivery import Sender
-from .envelope import envelope_body
+from .config import Config
 from .errors import PayloadError
 from .routing import route
+from .sending import SystemSender
+from .state import StateStores
+from .state.attempts import PENDING, DeliveryRecord
 
 #: The queue of events waiting to be routed to their systems.
 ROUTE_QUEUE = "events"
+
+#: Retries of a routing message that failed unexpectedly, such as when
+#: Redis was briefly unreachable.
+ROUTE_MAX_RETRIES = 20
 
 logger = structlog.get_logger("ue_flow")
 
 
 def delivery_queue(slug: str) -> str:
-    """Return the queue of one system's deliveries, so `-Q` can pick systems."""
+    """Return the queue of one system's deliveries, so that `-Q` can pick systems."""
     return f"deliver.{slug}"
 
 
-class DeliveryFailed(dramatiq.Retry):
-    """Raised by a delivery actor to have the Retries middleware retry it later.
-
-    ``delay`` is in milliseconds. The message carries the slug and status
-    only, because Dramatiq stores it with the broker message.
-    """
+def delivery_actor_name(slug: str) -> str:
+    """Return the name of the actor delivering to ``slug``."""
+    return f"deliver_{slug.replace('-', '_')}"
 
 
-def retry_delay_ms(policy: RetryPolicy, retries: int) -> int:
-    """Return the wait before retry number ``retries + 1``, with jitter, in ms."""
-    base = policy.schedule_ms[min(retries, len(policy.schedule_ms) - 1)]
-    spread = base * policy.jitter
-    return max(0, round(base + random.uniform(-spread, spread)))
+def now_ms() -> int:
+    """Return the Unix time in integer milliseconds."""
+    return int(time.time() * 1000)
 
 
 def declare_actors(
-    broker: dramatiq.Broker, config: Config, environ: Mapping[str, str] | None = None
-) -> tuple[dramatiq.Actor, dict[str, dramatiq.Actor]]:
+    broker: dramatiq.Broker,
+    config: Config,
+    stores: StateStores,
+    environ: Mapping[str, str],
+) -> tuple[dramatiq.Actor[..., None], dict[str, dramatiq.Actor[..., None]]]:
     """Declare the router and one delivery actor per system on ``broker``."""
-    environ = os.environ if environ is None else environ
-    sender = Sender(config.delivery.connect_timeout_ms, config.delivery.read_timeout_ms)
     deliverers = {
         slug: dramatiq.Actor(
-            _delivery_function(system, config, sender, environ),
+            _delivery_function(SystemSender(system, config, stores, environ)),
             broker=broker,
-            actor_name=f"deliver_{slug.replace('-', '_')}",
+            actor_name=delivery_actor_name(slug),
             queue_name=delivery_queue(slug),
             priority=0,
-            options={"max_retries": len(config.delivery.retry.schedule_ms)},
+            options={"max_retries": system.delivery.retry.max_retries},
         )
         for slug, system in config.systems.items()
     }
     router = dramatiq.Actor(
-        _route_function(config, deliverers),
+        _route_function(config, deliverers, stores),
         broker=broker,
         actor_name="route_event",
         queue_name=ROUTE_QUEUE,
         priority=0,
-        options={"max_retries": 20, "throws": (PayloadError,)},
+        options={"max_retries": ROUTE_MAX_RETRIES, "throws": (PayloadError,)},
     )
     return router, deliverers
 
 
+def send_delivery(
+    actor: dramatiq.Actor[..., None],
+    event_id: str,
+    event_name: str,
+    user: dict[str, Any],
+    data: dict[str, Any],
+    emitted_at_ms: int,
+) -> None:
+    """Queue one delivery; its maximum age counts from now."""
+    actor.send_with_options(
+        args=(event_id, event_name, user, data, emitted_at_ms), started_ms=now_ms()
+    )
+
+
 def _route_function(
-    config: Config, deliverers: Mapping[str, dramatiq.Actor]
+    config: Config, deliverers: Mapping[str, dramatiq.Actor[..., None]], stores: StateStores
 ) -> Callable[..., None]:
     def route_event(
         event_id: str,
@@ -86,24 +99,34 @@ def _route_function(
         log = logger.bind(event_id=event_id, event_name=event_name)
         event = config.events.get(event_name)
         if event is None:
-            log.error("event.unknown", reason="the event is not declared in events.yaml")
+            log.error("event.unknown", error="the event is not declared in events.yaml")
             raise PayloadError(event_name, "$", "event is not declared in events.yaml")
 
         parts = route(config, event, {"user": user, "data": data}, systems)
         if not parts:
-            log.warning("event.unrouted", reason="no subscribed system owns an item of the event")
+            log.warning("event.unrouted", error="no subscribed system owns an item of the event")
         for slug, part in parts.items():
-            deliverers[slug].send(event_id, event_name, part["user"], part["data"], emitted_at_ms)
+            record = DeliveryRecord(
+                event_id,
+                slug,
+                event_name,
+                PENDING,
+                0,
+                now_ms(),
+                emitted_at_ms,
+                user=part["user"],
+                data=part["data"],
+            )
+            stores.attempts.save(record)
+            send_delivery(
+                deliverers[slug], event_id, event_name, part["user"], part["data"], emitted_at_ms
+            )
         log.info("event.routed", systems=sorted(parts))
 
     return route_event
 
 
-def _delivery_function(
-    system: System, config: Config, sender: Sender, environ: Mapping[str, str]
-) -> Callable[..., None]:
-    policy = config.delivery.retry
-
+def _delivery_function(sender: SystemSender) -> Callable[..., None]:
     def deliver(
         event_id: str,
         event_name: str,
@@ -112,52 +135,16 @@ def _delivery_function(
         emitted_at_ms: int,
     ) -> None:
         message = CurrentMessage.get_current_message()
-        retries = message.options.get("retries", 0) if message is not None else 0
-        attempt = retries + 1
-        wire_type = config.events[event_name].type
-        key = environ[system.key_env]
-        body = envelope_body(system.slug, key, wire_type, user, data)
-        timestamp = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            "webhook-id": event_id,
-            "webhook-timestamp": str(timestamp),
-        }
-        secrets = _secrets(system, environ)
-        if secrets:
-            from .signing import signature_header
-
-            headers["webhook-signature"] = signature_header(secrets, event_id, timestamp, body)
-
-        outcome = sender.post(system.url, body, headers)
-        log = logger.bind(
-            event_id=event_id,
-            system=system.slug,
-            attempt=attempt,
-            status=outcome.status,
-            duration_ms=outcome.duration_ms,
+        options = message.options if message is not None else {}
+        sender.deliver(
+            event_id,
+            event_name,
+            user,
+            data,
+            emitted_at_ms,
+            retries=options.get("retries", 0),
+            started_ms=options.get("started_ms", emitted_at_ms),
         )
-        if outcome.delivered:
-            latency_ms = int(time.time() * 1000) - emitted_at_ms
-            log.info("delivery.delivered", latency_ms=latency_ms)
-            return
 
-        reason = outcome.error or f"HTTP {outcome.status}"
-        if retries >= len(policy.schedule_ms):
-            log.warning("delivery.retries_exhausted", error=reason)
-            raise DeliveryFailed(f"delivery to {system.slug} failed: {reason}")
-
-        delay_ms = retry_delay_ms(policy, retries)
-        log.warning("delivery.failed", error=reason, retry_in_ms=delay_ms)
-        raise DeliveryFailed(f"delivery to {system.slug} failed: {reason}", delay=delay_ms)
-
-    deliver.__name__ = f"deliver_{system.slug.replace('-', '_')}"
+    deliver.__name__ = delivery_actor_name(sender.system.slug)
     return deliver
-
-
-def _secrets(system: System, environ: Mapping[str, str]) -> list[str]:
-    # During a rotation the variable holds several secrets separated by
-    # spaces, and each delivery carries one signature per secret.
-    if system.secret_env is None:
-        return []
-    return environ.get(system.secret_env, "").split()

@@ -1,4 +1,4 @@
-"""Sending one envelope over HTTP and classifying the answer."""
+"""Sending one envelope over HTTP and reporting what came back."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ import time
 from dataclasses import dataclass
 
 import requests
+import urllib3
 
 from . import __version__
 
 #: Sent with every delivery so that receivers can tell ue-flow's traffic apart.
 USER_AGENT = f"ue-flow/{__version__}"
+
+#: The most of an answer's body that is read; the rest is dropped with the connection.
+MAX_RESPONSE_BYTES = 65_536
 
 
 @dataclass(frozen=True)
@@ -20,25 +24,31 @@ class Outcome:
 
     ``status`` is the HTTP status, or None when no answer came back, in
     which case ``error`` names the error class. ``duration_ms`` is the
-    wall time of the attempt in integer milliseconds.
+    wall time of the attempt in integer milliseconds. ``response`` is the
+    start of the answer's body, decoded leniently.
     """
 
     status: int | None
     duration_ms: int
     error: str | None = None
     retry_after: str | None = None
+    response: str = ""
 
     @property
     def delivered(self) -> bool:
         """True only for a 2xx answer: redirects and errors are failures."""
         return self.status is not None and 200 <= self.status < 300
 
+    @property
+    def summary(self) -> str:
+        """The status or error in a few words, such as ``HTTP 503``."""
+        return self.error or f"HTTP {self.status}"
+
 
 class Sender:
     """Posts envelopes with one keep-alive ``requests`` session per thread."""
 
-    def __init__(self, connect_timeout_ms: int, read_timeout_ms: int) -> None:
-        self._timeouts = (connect_timeout_ms / 1000, read_timeout_ms / 1000)
+    def __init__(self) -> None:
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
@@ -46,28 +56,41 @@ class Sender:
         if session is None:
             session = requests.Session()
             # Proxies and credentials from the environment or .netrc must not
-            # change where a webhook goes.
+            # change where a webhook goes or what it carries.
             session.trust_env = False
             session.headers["User-Agent"] = USER_AGENT
             self._local.session = session
         return session
 
-    def post(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
-        """Post ``body`` once; never follow a redirect; never raise for HTTP errors."""
+    def post(
+        self, url: str, body: bytes, headers: dict[str, str], timeouts_ms: tuple[int, int]
+    ) -> Outcome:
+        """Post ``body`` once without following redirects; never raise for HTTP errors.
+
+        ``timeouts_ms`` is the connect and the read timeout in milliseconds.
+        """
         started = time.perf_counter()
+        timeouts = (timeouts_ms[0] / 1000, timeouts_ms[1] / 1000)
         try:
             response = self._session().post(
-                url, data=body, headers=headers, timeout=self._timeouts, allow_redirects=False
+                url,
+                data=body,
+                headers=headers,
+                timeout=timeouts,
+                allow_redirects=False,
+                stream=True,
             )
-        except requests.RequestException as error:
+            with response:
+                content = response.raw.read(MAX_RESPONSE_BYTES, decode_content=True)
+        # Reading the raw body raises urllib3's own errors, not requests'.
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
             return Outcome(None, _elapsed_ms(started), error=type(error).__name__)
 
-        # Reading the body keeps the connection reusable.
-        response.content  # noqa: B018
         return Outcome(
             response.status_code,
             _elapsed_ms(started),
             retry_after=response.headers.get("Retry-After"),
+            response=content.decode("utf-8", errors="replace"),
         )
 
 

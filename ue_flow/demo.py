@@ -7,6 +7,7 @@ import json
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,17 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import dramatiq
+import fakeredis
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import CurrentMessage
 
 from .actors import ROUTE_QUEUE, delivery_queue
+from .broker import broker_middleware
 from .config import Config, RetryPolicy, System
 from .engine import Engine
+from .errors import PayloadError
 from .examples import read_payload_file
 from .loader import LoadedConfig, load_config
 from .logs import configure_logging
 from .receiver import Receiver, TrustedSystem, Unauthorized
 from .signing import generate_secret
+from .state import StateStores
 
 #: The demo's retry schedule in milliseconds, short so that the retry of
 #: the first, deliberately failed delivery is visible within a second.
@@ -84,10 +88,13 @@ class DemoReceivers:
     def record(self, slug: str, body: bytes, headers: dict[str, str]) -> int:
         """Verify one request, remember it and return the status to answer."""
         webhook_id = headers.get("webhook-id", "")
+        envelope = json.loads(body)
         with self._lock:
             if slug == self._failing_slug and not self._failed_once:
                 self._failed_once = True
-                self.requests.append(Received(slug, webhook_id, 503, "answered 503 on purpose"))
+                self.requests.append(
+                    Received(slug, webhook_id, 503, "answered 503 on purpose", envelope)
+                )
                 return 503
 
         try:
@@ -95,7 +102,8 @@ class DemoReceivers:
             verdict, status = "signature and key verified", 200
         except Unauthorized as error:
             verdict, status = f"rejected: {error.reason}", 401
-        envelope = json.loads(body)
+        except PayloadError as error:
+            verdict, status = f"rejected: {error}", 400
         with self._lock:
             self.requests.append(Received(slug, webhook_id, status, verdict, envelope))
         return status
@@ -115,10 +123,14 @@ def run_demo(config_directory: str | None) -> int:
     receivers = DemoReceivers(list(loaded.config.systems.values()), trusted)
     try:
         demo_config = _local_config(loaded.config, receivers)
-        with _in_process_worker() as broker:
-            engine = Engine(LoadedConfig(demo_config, loaded.validators), broker, environ)
+        broker = StubBroker(middleware=broker_middleware())
+        # The delivery state lives in an in-process fake Redis, so the demo
+        # needs no server.
+        stores = StateStores.open(fakeredis.FakeRedis(), "ue_flow_demo", demo_config)
+        engine = Engine(LoadedConfig(demo_config, loaded.validators), broker, stores, environ)
+        with _running_worker(broker):
             emitted = _emit_examples(engine)
-            _join_all(broker, demo_config)
+            _wait_until_done(broker, stores, demo_config)
     finally:
         receivers.close()
 
@@ -132,7 +144,7 @@ def _demo_credentials(config: Config) -> tuple[dict[str, str], dict[str, Trusted
     for system in config.systems.values():
         key = secrets.token_urlsafe(24)
         environ[system.key_env] = key
-        signing = ()
+        signing: tuple[str, ...] = ()
         if system.secret_env:
             secret = generate_secret()
             environ[system.secret_env] = secret
@@ -142,24 +154,26 @@ def _demo_credentials(config: Config) -> tuple[dict[str, str], dict[str, Trusted
 
 
 def _local_config(config: Config, receivers: DemoReceivers) -> Config:
+    retry = RetryPolicy(schedule_ms=DEMO_RETRY_SCHEDULE_MS, jitter=0.0)
     systems = {
-        slug: dataclasses.replace(system, url=receivers.url(slug))
+        slug: dataclasses.replace(
+            system,
+            url=receivers.url(slug),
+            delivery=dataclasses.replace(system.delivery, retry=retry),
+        )
         for slug, system in config.systems.items()
     }
-    retry = RetryPolicy(schedule_ms=DEMO_RETRY_SCHEDULE_MS, jitter=0.0)
     delivery = dataclasses.replace(config.delivery, retry=retry)
     return dataclasses.replace(config, systems=systems, delivery=delivery)
 
 
 @contextmanager
-def _in_process_worker() -> Iterator[StubBroker]:
-    broker = StubBroker()
-    broker.add_middleware(CurrentMessage())
+def _running_worker(broker: StubBroker) -> Iterator[None]:
     broker.emit_after("process_boot")
     worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=50)
     worker.start()
     try:
-        yield broker
+        yield
     finally:
         worker.stop()
         broker.close()
@@ -176,11 +190,16 @@ def _emit_examples(engine: Engine) -> list[tuple[str, Path, str]]:
     return emitted
 
 
-def _join_all(broker: StubBroker, config: Config) -> None:
-    # Routing only enqueues onto delivery queues, and a retry only onto its
-    # own queue, whose join also waits for its delayed messages.
-    for queue in [ROUTE_QUEUE, *(delivery_queue(slug) for slug in config.systems)]:
-        broker.join(queue, fail_fast=False)
+def _wait_until_done(broker: StubBroker, stores: StateStores, config: Config) -> None:
+    # Routing fills the delivery queues, and a failed delivery waits in the
+    # retry scheduler until the maintenance thread queues it again.
+    queues = [ROUTE_QUEUE, *(delivery_queue(slug) for slug in config.systems)]
+    while True:
+        for queue in queues:
+            broker.join(queue, fail_fast=False)
+        if not any(stores.scheduler.count(queue) for queue in queues):
+            return
+        time.sleep(0.05)
 
 
 def _print_report(emitted: list[tuple[str, Path, str]], requests: list[Received]) -> None:
@@ -188,20 +207,33 @@ def _print_report(emitted: list[tuple[str, Path, str]], requests: list[Received]
     for event_name, path, event_id in emitted:
         got = [request for request in requests if request.webhook_id == event_id]
         if not got:
-            rows.append((event_name, path.stem, "-", "-", event_id, "no subscribed system owns it", ""))
+            rows.append(
+                (event_name, path.stem, "-", "-", event_id, "no subscribed system owns it", "")
+            )
         for request in got:
             rows.append(
-                (event_name, path.stem, request.system, str(request.status), event_id,
-                 _summary(request.envelope), request.verdict)
+                (
+                    event_name,
+                    path.stem,
+                    request.system,
+                    str(request.status),
+                    event_id,
+                    _summary(request.envelope),
+                    request.verdict,
+                )
             )
 
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
 
     delivered = sum(1 for request in requests if request.status == 200)
-    print(f"\n{len(emitted)} events emitted, {delivered} deliveries accepted, "
-          f"{len(requests) - delivered} answered otherwise and retried.")
+    print(
+        f"\n{len(emitted)} events emitted, {delivered} deliveries accepted, "
+        f"{len(requests) - delivered} answered otherwise and retried."
+    )
 
 
 def _summary(envelope: dict[str, Any]) -> str:
@@ -211,5 +243,6 @@ def _summary(envelope: dict[str, Any]) -> str:
     skus = [line["product"]["sku"] for line in data.get("lines", [])]
     text = f"{envelope.get('type')} {data.get('reference_number')}: {', '.join(skus)}"
     if "refund" in data:
-        text += f"; refunded {data['refund'].get('total_refunded')}"
+        refunded = [f"line {line['line_id']}: {line['amount']}" for line in data["refund"]["lines"]]
+        text += f"; refunded {', '.join(refunded)}"
     return text

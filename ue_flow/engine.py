@@ -14,13 +14,17 @@ import redis
 import structlog
 from dramatiq.errors import BrokerError as DramatiqBrokerError
 
+from . import state
 from .actors import declare_actors
-from .broker import create_broker
+from .broker import create_broker, namespace
 from .config import Config
 from .errors import BrokerError, ConfigError, ConfigProblem, PayloadError
 from .loader import LoadedConfig, load_config
+from .maintenance import Maintenance
 from .payload import normalize
+from .retries import DurableRetries
 from .routing import owners
+from .state import StateStores
 
 logger = structlog.get_logger("ue_flow")
 
@@ -41,29 +45,49 @@ class Engine:
         self,
         loaded: LoadedConfig,
         broker: dramatiq.Broker,
+        stores: StateStores,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        """Declare the actors of ``loaded`` on ``broker``.
+        """Declare the actors of ``loaded`` on ``broker``, keeping state in ``stores``.
 
         ``environ`` is where workers look up keys and signing secrets at
         send time; it defaults to ``os.environ``.
         """
         self.config: Config = loaded.config
         self.broker = broker
+        self.stores = stores
         self._loaded = loaded
-        self.router, self.deliverers = declare_actors(broker, self.config, environ)
+        broker.add_middleware(DurableRetries(stores.scheduler, stores.dead_letters))
+        broker.add_middleware(Maintenance(stores, self.config.workers))
+        self.router, self.deliverers = declare_actors(
+            broker, self.config, stores, os.environ if environ is None else environ
+        )
 
     @classmethod
-    def from_environment(cls, *, require_keys: bool = False) -> Engine:
-        """Build an engine from UE_FLOW_CONFIG and UE_FLOW_BROKER_URL.
+    def from_environment(
+        cls, directory: str | os.PathLike[str] | None = None, *, require_keys: bool = False
+    ) -> Engine:
+        """Build an engine from UE_FLOW_CONFIG (or ``directory``) and UE_FLOW_BROKER_URL.
 
         With ``require_keys``, as in workers, raise ConfigError naming each
         unset key variable of a system that subscribes to an event.
         """
-        loaded = load_config()
+        loaded = load_config(directory)
         if require_keys:
             check_keys(loaded.config)
-        return cls(loaded, create_broker())
+        broker = create_broker(heartbeat_timeout_ms=loaded.config.workers.heartbeat_timeout_ms)
+        stores = StateStores.open(state.connect(), namespace(), loaded.config)
+        return cls(loaded, broker, stores)
+
+    @classmethod
+    def for_redis(cls, loaded: LoadedConfig, url: str, key_prefix: str) -> Engine:
+        """Build an engine whose broker and state share one Redis URL and key prefix."""
+        broker = create_broker(
+            url,
+            key_prefix=key_prefix,
+            heartbeat_timeout_ms=loaded.config.workers.heartbeat_timeout_ms,
+        )
+        return cls(loaded, broker, StateStores.open(state.connect(url), key_prefix, loaded.config))
 
     def emit(
         self,
@@ -72,11 +96,14 @@ class Engine:
         user: Mapping[str, Any],
         data: Mapping[str, Any],
         systems: Iterable[str] | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
         """Validate an event, queue it for delivery and return its id.
 
-        Raises PayloadError when the payload is invalid and BrokerError when
-        the broker cannot take it; in both cases nothing was queued.
+        With ``idempotency_key``, a second emit with the same key within 24
+        hours queues nothing and returns the first event's id. Raises
+        PayloadError when the payload is invalid and BrokerError when the
+        broker cannot take it; in both cases nothing was queued.
         """
         payload = self.validate(event_name, user=user, data=data, systems=systems)
         only = sorted(systems) if systems is not None else None
@@ -85,13 +112,28 @@ class Engine:
             event_id, event_name, payload["user"], payload["data"], only, int(time.time() * 1000)
         )
         try:
-            self.broker.enqueue(message)
+            if idempotency_key is not None:
+                earlier = self.stores.idempotency.claim(idempotency_key, event_id)
+                if earlier is not None:
+                    return earlier
+            self._enqueue(message, idempotency_key, event_id)
         except (redis.RedisError, DramatiqBrokerError, OSError) as error:
             text = f"could not queue {event_name} event: {type(error).__name__}: {error}"
             raise BrokerError(text) from error
 
         logger.debug("event.accepted", event_id=event_id, event_name=event_name)
         return event_id
+
+    def _enqueue(
+        self, message: dramatiq.Message[Any], idempotency_key: str | None, event_id: str
+    ) -> None:
+        try:
+            self.broker.enqueue(message)
+        except BaseException:
+            # The event was not accepted, so a retry with the same key must queue it.
+            if idempotency_key is not None:
+                self.stores.idempotency.release(idempotency_key, event_id)
+            raise
 
     def validate(
         self,
@@ -182,6 +224,9 @@ def emit(
     user: Mapping[str, Any],
     data: Mapping[str, Any],
     systems: Iterable[str] | None = None,
+    idempotency_key: str | None = None,
 ) -> str:
     """Validate an event, queue it and return its id; see ``Engine.emit``."""
-    return default_engine().emit(event_name, user=user, data=data, systems=systems)
+    return default_engine().emit(
+        event_name, user=user, data=data, systems=systems, idempotency_key=idempotency_key
+    )

@@ -18,7 +18,13 @@ def envelope_body(
 
     The key is passed in at send time, so it never sits in a broker message.
     """
-    envelope = {"system_slug": slug, "system_key": key, "type": wire_type, "user": user, "data": data}
+    envelope = {
+        "system_slug": slug,
+        "system_key": key,
+        "type": wire_type,
+        "user": user,
+        "data": data,
+    }
     return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 

@@ -47,7 +47,9 @@ def read_payload_file(path: Path, text: str | None = None) -> PayloadFile:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
-            raise ConfigError([ConfigProblem(path, 0, 0, f"cannot read payload file: {error}")]) from error
+            raise ConfigError(
+                [ConfigProblem(path, 0, 0, f"cannot read payload file: {error}")]
+            ) from error
 
     try:
         payload = json.loads(text)
@@ -73,7 +75,10 @@ def check_examples(loaded: LoadedConfig) -> list[ConfigProblem]:
         event = config.events.get(event_dir.name)
         if event is None:
             known = ", ".join(sorted(config.events))
-            message = f"example directory names unknown event {event_dir.name!r}; events.yaml declares {known}"
+            message = (
+                f"example directory names unknown event {event_dir.name!r}; "
+                f"events.yaml declares {known}"
+            )
             problems.append(ConfigProblem(event_dir, 0, 0, message))
             continue
 

@@ -18,13 +18,12 @@ from .config import (
     DeliverySettings,
     EventType,
     RelatedItems,
-    RetryPolicy,
     Routing,
     System,
-    parse_duration,
 )
 from .errors import ConfigError, ConfigProblem
-from .schemas import PayloadValidator, SchemaLoadError, read_schema, shipped_schemas_dir
+from .schemas import PayloadValidator, SchemaLoadError, config_schema_validator, read_schema
+from .settings import SettingsReader
 from .yamlfile import KeyPath, YamlDocument, load_yaml
 
 #: Where the configuration is read from when neither an argument nor
@@ -74,7 +73,15 @@ def load_config(
         raise ConfigError(problems)
 
     events, validators, user_schema = _build_events(events_doc, problems)
-    systems = _build_systems(systems_doc, events, environ or os.environ, problems)
+    reader = SettingsReader(events_doc, problems)
+    delivery = reader.delivery(
+        events_doc.data.get("delivery") or {}, ("delivery",), DeliverySettings()
+    )
+    retention = reader.retention(events_doc.data.get("retention") or {})
+    workers = reader.workers(events_doc.data.get("workers") or {})
+    systems = _build_systems(
+        systems_doc, events, delivery, os.environ if environ is None else environ, problems
+    )
     if problems:
         raise ConfigError(problems)
 
@@ -82,7 +89,9 @@ def load_config(
         directory=root,
         events=events,
         systems=systems,
-        delivery=_build_delivery(events_doc.data.get("delivery") or {}),
+        delivery=delivery,
+        retention=retention,
+        workers=workers,
         user_schema_path=user_schema,
         examples_dir=(root / events_doc.data.get("examples", DEFAULT_EXAMPLES_DIR)).resolve(),
     )
@@ -98,36 +107,44 @@ def _load_checked(
         problems.extend(error.problems)
         return None
 
-    schema = read_schema(shipped_schemas_dir() / "config" / schema_name)
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(document.data), key=lambda error: list(error.path))
-    for error in errors:
-        key_path: KeyPath = tuple(error.absolute_path)
-        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            problems.extend(_unknown_keys(document, key_path, error))
+    validator = config_schema_validator(schema_name)
+    errors = sorted(validator.iter_errors(document.data), key=lambda found: list(found.path))
+    for schema_error in errors:
+        key_path: KeyPath = tuple(schema_error.absolute_path)
+        if schema_error.validator == "additionalProperties" and isinstance(
+            schema_error.instance, dict
+        ):
+            problems.extend(_unknown_keys(document, key_path, schema_error))
         else:
-            problems.append(document.problem(key_path, _describe_config_error(error)))
+            problems.append(document.problem(key_path, _describe_config_error(schema_error)))
     return None if errors else document
 
 
 def _unknown_keys(
     document: YamlDocument, key_path: KeyPath, error: jsonschema.ValidationError
 ) -> list[ConfigProblem]:
-    valid = sorted(error.schema.get("properties", {}))
+    valid = sorted(_schema_of(error).get("properties", {}))
     where = "/".join(str(part) for part in key_path) or "(top level)"
     return [
         document.problem(
             (*key_path, key), f"{where}: unknown key {key!r}; valid keys are {', '.join(valid)}"
         )
-        for key in error.instance
+        for key in (error.instance if isinstance(error.instance, dict) else {})
         if key not in valid
     ]
 
 
+def _schema_of(error: jsonschema.ValidationError) -> Mapping[str, Any]:
+    return error.schema if isinstance(error.schema, Mapping) else {}
+
+
 def _describe_config_error(error: jsonschema.ValidationError) -> str:
     where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
-    if error.validator == "pattern" and "description" in error.schema:
-        return f"{where}: invalid value {error.instance!r}; expected {error.schema['description']}"
+    schema = _schema_of(error)
+    if error.validator == "not" and "description" in schema:
+        return f"{where}: {schema['description']}"
+    if error.validator == "pattern" and "description" in schema:
+        return f"{where}: invalid value {error.instance!r}; expected {schema['description']}"
 
     return f"{where}: {error.message}"
 
@@ -163,7 +180,9 @@ def _build_events(
             _check_schema_file(event.schema_path)
             validators[name] = PayloadValidator(name, user_schema, event.schema_path)
         except SchemaLoadError as error:
-            problems.append(document.problem((*key_path, "schema"), f"events/{name}/schema: {error}"))
+            problems.append(
+                document.problem((*key_path, "schema"), f"events/{name}/schema: {error}")
+            )
         events[name] = event
 
     return events, validators, user_schema
@@ -181,40 +200,23 @@ def _check_schema_file(path: Path) -> None:
 
 def _build_routing(entry: Mapping[str, Any]) -> Routing:
     related = tuple(
-        RelatedItems(items=item["items"], item_id=item["item_id"], required=item.get("required", False))
+        RelatedItems(
+            items=item["items"], item_id=item["item_id"], required=item.get("required", False)
+        )
         for item in entry.get("related", ())
     )
     return Routing(owner=entry["owner"], items=entry.get("items"), related=related)
 
 
-def _build_delivery(entry: Mapping[str, Any]) -> DeliverySettings:
-    defaults = DeliverySettings()
-    retry = entry.get("retry") or {}
-    schedule = retry.get("schedule")
-    policy = RetryPolicy(
-        schedule_ms=tuple(parse_duration(step) for step in schedule)
-        if schedule
-        else defaults.retry.schedule_ms,
-        jitter=float(retry.get("jitter", defaults.retry.jitter)),
-    )
-    return DeliverySettings(
-        connect_timeout_ms=_duration_or(entry.get("connect_timeout"), defaults.connect_timeout_ms),
-        read_timeout_ms=_duration_or(entry.get("read_timeout"), defaults.read_timeout_ms),
-        retry=policy,
-    )
-
-
-def _duration_or(text: str | None, default: int) -> int:
-    return default if text is None else parse_duration(text)
-
-
 def _build_systems(
     document: YamlDocument,
     events: Mapping[str, EventType],
+    delivery: DeliverySettings,
     environ: Mapping[str, str],
     problems: list[ConfigProblem],
 ) -> dict[str, System]:
     systems: dict[str, System] = {}
+    reader = SettingsReader(document, problems)
     first_seen: dict[str, int] = {}
     ue_ids: dict[int, str] = {}
 
@@ -223,7 +225,9 @@ def _build_systems(
         slug = entry["slug"]
         if slug in first_seen:
             line = document.position(("systems", first_seen[slug]))[0]
-            message = f"systems/{index}/slug: duplicate slug {slug!r}; it is first used on line {line}"
+            message = (
+                f"systems/{index}/slug: duplicate slug {slug!r}; it is first used on line {line}"
+            )
             problems.append(document.problem((*key_path, "slug"), message))
         else:
             first_seen[slug] = index
@@ -247,6 +251,9 @@ def _build_systems(
             ue_id=ue_id,
             allow_http=entry.get("allow_http", False),
             allow_private_network=entry.get("allow_private_network", False),
+            delivery=reader.delivery(
+                entry.get("delivery") or {}, (*key_path, "delivery"), delivery
+            ),
             line=document.position((*key_path, "key_env"))[0],
         )
 
@@ -286,7 +293,10 @@ def _render_url(
     try:
         url = _TEMPLATES.from_string(entry["url"]).render(env=dict(environ)).strip()
     except jinja2.UndefinedError as error:
-        message = f"{where}: template uses an undefined name ({error.message}); set it or add | default('...')"
+        message = (
+            f"{where}: template uses an undefined name ({error.message}); "
+            "set it in the environment or add | default('...')"
+        )
         problems.append(document.problem((*key_path, "url"), message))
         return ""
     except jinja2.TemplateError as error:

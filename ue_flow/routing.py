@@ -32,7 +32,7 @@ def _json_path(pointer: str) -> str:
 
 
 def _owner_slug(config: Config, event: EventType, owner: Any, pointer: str) -> str | None:
-    if isinstance(owner, str) and not isinstance(owner, bool):
+    if isinstance(owner, str):
         return owner if owner in config.systems else None
     if isinstance(owner, int) and not isinstance(owner, bool):
         for system in config.systems.values():

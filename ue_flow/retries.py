@@ -1,0 +1,128 @@
+"""Durable retries: a Dramatiq middleware that keeps waiting messages in Redis.
+
+It takes the place of Dramatiq's Retries middleware. Actors raise
+``RetryLater`` or ``GiveUp`` to say what should happen; any other
+exception is retried with exponential backoff, like Dramatiq does.
+Waiting messages go to the RetryScheduler's sorted sets instead of the
+worker's memory, and given-up deliveries become dead letters.
+"""
+
+from __future__ import annotations
+
+import time
+
+import dramatiq
+import redis
+import structlog
+from dramatiq.broker import MessageProxy
+from dramatiq.common import compute_backoff
+from dramatiq.middleware import Middleware
+
+from .state.dead_letters import DeadLetter, DeadLetters
+from .state.scheduler import RetryScheduler
+
+#: Retries of a message whose actor failed unexpectedly, before it is failed.
+DEFAULT_MAX_RETRIES = 20
+
+#: The first wait after an unexpected failure, in milliseconds; it doubles.
+DEFAULT_MIN_BACKOFF_MS = 5_000
+
+#: The longest wait after an unexpected failure, in milliseconds.
+DEFAULT_MAX_BACKOFF_MS = 3_600_000
+
+logger = structlog.get_logger("ue_flow")
+
+
+class RetryLater(dramatiq.Retry):
+    """Raised by an actor to run the message again after ``delay_ms`` milliseconds.
+
+    ``consume_attempt`` is False when the message did not really try,
+    such as when the system's circuit was open; it keeps its attempts.
+    """
+
+    def __init__(self, reason: str, delay_ms: int, *, consume_attempt: bool = True) -> None:
+        super().__init__(reason, delay=delay_ms)
+        self.reason = reason
+        self.delay_ms = delay_ms
+        self.consume_attempt = consume_attempt
+
+
+class GiveUp(dramatiq.Retry):
+    """Raised by a delivery actor to stop retrying and keep ``dead_letter``."""
+
+    def __init__(self, dead_letter: DeadLetter) -> None:
+        super().__init__(dead_letter.reason)
+        self.dead_letter = dead_letter
+
+
+class DurableRetries(Middleware):
+    """Retries messages through a RetryScheduler and dead-letters given-up deliveries."""
+
+    def __init__(self, scheduler: RetryScheduler, dead_letters: DeadLetters) -> None:
+        self.scheduler = scheduler
+        self.dead_letters = dead_letters
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {"max_retries", "throws"}
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: object = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        if exception is None:
+            return
+
+        try:
+            self._handle(broker, message, exception)
+        except redis.RedisError:
+            # The retry could not be stored, so the message must not be
+            # acknowledged: failing it keeps it in Dramatiq's dead-letter
+            # queue instead of losing it.
+            logger.exception("retry.store_failed", message_id=message.message_id)
+            message.fail()
+
+    def _handle(
+        self, broker: dramatiq.Broker, message: MessageProxy, exception: BaseException
+    ) -> None:
+        if isinstance(exception, GiveUp):
+            self.dead_letters.add(exception.dead_letter)
+            return
+
+        retries = message.options.get("retries", 0)
+        if isinstance(exception, RetryLater):
+            consumed = retries + 1 if exception.consume_attempt else retries
+            self._schedule(message, exception.delay_ms, consumed)
+            return
+
+        actor = broker.get_actor(message.actor_name)
+        throws = actor.options.get("throws")
+        max_retries = actor.options.get("max_retries", DEFAULT_MAX_RETRIES)
+        if (throws and isinstance(exception, throws)) or retries >= max_retries:
+            logger.warning(
+                "message.failed",
+                message_id=message.message_id,
+                actor=message.actor_name,
+                retries=retries,
+            )
+            message.fail()
+            return
+
+        _, delay_ms = compute_backoff(
+            retries, factor=DEFAULT_MIN_BACKOFF_MS, max_backoff=DEFAULT_MAX_BACKOFF_MS
+        )
+        logger.warning(
+            "message.retry",
+            message_id=message.message_id,
+            actor=message.actor_name,
+            retry_in_ms=delay_ms,
+        )
+        self._schedule(message, delay_ms, retries + 1)
+
+    def _schedule(self, message: MessageProxy, delay_ms: int, retries: int) -> None:
+        due_ms = int(time.time() * 1000) + delay_ms
+        self.scheduler.schedule(message, due_ms, {"retries": retries})

@@ -1,0 +1,239 @@
+"""One delivery to one system: checks, the HTTP attempt, its record and the verdict."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from .config import Config, System
+from .delivery import Outcome, Sender
+from .envelope import envelope_body
+from .outcomes import GONE, decide, jittered
+from .retries import GiveUp, RetryLater
+from .signing import signature_header
+from .state import StateStores
+from .state.attempts import DELIVERED, FAILED, PENDING, RESPONSE_EXCERPT_BYTES, Attempt
+from .state.dead_letters import DeadLetter
+
+#: How long a delivery waits when its system has all its slots in flight, in
+#: milliseconds, before jitter. It keeps its attempts.
+SLOT_WAIT_MS = 1_000
+
+#: Added to a system's timeouts to lease an in-flight slot, in milliseconds,
+#: so that the slot of a worker killed mid-delivery frees itself.
+SLOT_LEASE_MARGIN_MS = 5_000
+
+#: The reason of dead letters parked because their system is disabled;
+#: enabling the system queues them again.
+DISABLED_REASON = "system disabled"
+
+logger = structlog.get_logger("ue_flow")
+
+# The envelope passes through one sender and its dead letters as a unit.
+Envelope = tuple[str, str, dict[str, Any], dict[str, Any], int]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SystemSender:
+    """Delivers envelopes to one system, sharing its state with every worker."""
+
+    _http = Sender()
+
+    def __init__(
+        self, system: System, config: Config, stores: StateStores, environ: Mapping[str, str]
+    ) -> None:
+        self.system = system
+        self.config = config
+        self.stores = stores
+        self.environ = environ
+        self.settings = system.delivery
+
+    def deliver(
+        self,
+        event_id: str,
+        event_name: str,
+        user: dict[str, Any],
+        data: dict[str, Any],
+        emitted_at_ms: int,
+        *,
+        retries: int,
+        started_ms: int,
+    ) -> None:
+        """Make one attempt, or raise RetryLater or GiveUp to say what comes next."""
+        envelope: Envelope = (event_id, event_name, user, data, emitted_at_ms)
+        slug = self.system.slug
+        if self.stores.systems.is_disabled(slug):
+            raise GiveUp(self._dead_letter(envelope, retries, None, "", DISABLED_REASON))
+
+        wait_ms = self.stores.systems.circuit_wait_ms(
+            slug, self.settings.circuit_breaker, _now_ms()
+        )
+        if wait_ms:
+            raise RetryLater("circuit open", jittered(wait_ms, 0.1), consume_attempt=False)
+
+        lease_ms = (
+            self.settings.connect_timeout_ms + self.settings.read_timeout_ms + SLOT_LEASE_MARGIN_MS
+        )
+        token = self.stores.systems.acquire_slot(
+            slug, self.settings.max_in_flight, lease_ms, _now_ms()
+        )
+        if token is None:
+            raise RetryLater(
+                "in-flight limit reached", jittered(SLOT_WAIT_MS, 0.5), consume_attempt=False
+            )
+        try:
+            outcome = self._attempt(envelope)
+        finally:
+            self.stores.systems.release_slot(slug, token)
+
+        self._judge(envelope, outcome, retries, started_ms)
+
+    def _attempt(self, envelope: Envelope) -> Outcome:
+        event_id, event_name, user, data, _ = envelope
+        key = self.environ[self.system.key_env]
+        body = envelope_body(self.system.slug, key, self.config.events[event_name].type, user, data)
+        timestamp = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            "webhook-id": event_id,
+            "webhook-timestamp": str(timestamp),
+        }
+        secrets = self._secrets()
+        if secrets:
+            headers["webhook-signature"] = signature_header(secrets, event_id, timestamp, body)
+
+        timeouts = (self.settings.connect_timeout_ms, self.settings.read_timeout_ms)
+        return self._http.post(self.system.url, body, headers, timeouts)
+
+    def _secrets(self) -> list[str]:
+        # During a rotation the variable holds several secrets separated by
+        # spaces, and each delivery carries one signature per secret.
+        if self.system.secret_env is None:
+            return []
+        return self.environ.get(self.system.secret_env, "").split()
+
+    def _judge(self, envelope: Envelope, outcome: Outcome, retries: int, started_ms: int) -> None:
+        event_id = envelope[0]
+        slug = self.system.slug
+        now = _now_ms()
+        self._log_attempt(event_id, retries + 1, outcome, now)
+        log = logger.bind(
+            event_id=event_id,
+            system=slug,
+            attempt=retries + 1,
+            status=outcome.status,
+            duration_ms=outcome.duration_ms,
+        )
+
+        if outcome.delivered:
+            self.stores.systems.record_success(slug, now)
+            self._update_record(event_id, DELIVERED, retries + 1, outcome)
+            log.info("delivery.delivered", latency_ms=now - envelope[4])
+            return
+
+        if outcome.status == GONE:
+            self.disable(f"{DISABLED_REASON}: the endpoint answered 410 Gone", now)
+            raise GiveUp(self._dead_letter(envelope, retries + 1, outcome, "", DISABLED_REASON))
+
+        failures, failing_since = self.stores.systems.record_failure(
+            slug, outcome.summary, self.settings.circuit_breaker, now
+        )
+        if now - failing_since >= self.settings.disable_after_ms:
+            self.disable(f"{DISABLED_REASON}: failing for {now - failing_since} ms", now)
+            raise GiveUp(self._dead_letter(envelope, retries + 1, outcome, "", DISABLED_REASON))
+
+        decision = decide(self.settings.retry, outcome, retries, started_ms, now)
+        if not decision.retry:
+            log.warning("delivery.given_up", error=outcome.summary, reason=decision.reason)
+            self._update_record(event_id, FAILED, retries + 1, outcome)
+            raise GiveUp(
+                self._dead_letter(envelope, retries + 1, outcome, decision.reason, decision.reason)
+            )
+
+        log.warning(
+            "delivery.failed",
+            error=outcome.summary,
+            retry_in_ms=decision.delay_ms,
+            failures=failures,
+        )
+        self._update_record(event_id, PENDING, retries + 1, outcome)
+        raise RetryLater(f"delivery to {slug} failed: {outcome.summary}", decision.delay_ms)
+
+    def disable(self, reason: str, now: int) -> None:
+        """Stop deliveries to this system and park its scheduled retries as dead letters."""
+        slug = self.system.slug
+        if self.stores.systems.disable(slug, reason, now):
+            logger.error(
+                "system.disabled",
+                system=slug,
+                reason=reason,
+                action=f"fix the endpoint, then run: ue-flow systems enable {slug}",
+            )
+        for message in self.stores.scheduler.take_all(f"deliver.{slug}"):
+            event_id, event_name, user, data, emitted_at_ms = message.args
+            envelope: Envelope = (event_id, event_name, user, data, emitted_at_ms)
+            retries = message.options.get("retries", 0)
+            self.stores.dead_letters.add(
+                self._dead_letter(envelope, retries, None, "", DISABLED_REASON)
+            )
+
+    def _dead_letter(
+        self, envelope: Envelope, attempts: int, outcome: Outcome | None, error: str, reason: str
+    ) -> DeadLetter:
+        event_id, event_name, user, data, emitted_at_ms = envelope
+        self._update_record(event_id, FAILED, attempts, outcome)
+        return DeadLetter(
+            event_id=event_id,
+            event_name=event_name,
+            system=self.system.slug,
+            type=self.config.events[event_name].type,
+            user=user,
+            data=data,
+            emitted_at_ms=emitted_at_ms,
+            attempts=attempts,
+            last_status=outcome.status if outcome else None,
+            last_error=outcome.summary if outcome else error,
+            reason=reason,
+            dead_at_ms=_now_ms(),
+        )
+
+    def _log_attempt(self, event_id: str, attempt: int, outcome: Outcome, now: int) -> None:
+        self.stores.attempts.record_attempt(
+            Attempt(
+                event_id=event_id,
+                system=self.system.slug,
+                attempt=attempt,
+                time_ms=now - outcome.duration_ms,
+                duration_ms=outcome.duration_ms,
+                status=outcome.status,
+                error=outcome.error,
+                response=self._redact(outcome.response[:RESPONSE_EXCERPT_BYTES]),
+            )
+        )
+
+    def _redact(self, text: str) -> str:
+        # A receiver may echo the request in its answer; the key and the
+        # secrets must not reach the attempt log that way.
+        for secret in (self.environ.get(self.system.key_env, ""), *self._secrets()):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def _update_record(
+        self, event_id: str, status: str, attempts: int, outcome: Outcome | None
+    ) -> None:
+        self.stores.attempts.update(
+            event_id,
+            self.system.slug,
+            status=status,
+            attempts=attempts,
+            updated_ms=_now_ms(),
+            last_status=outcome.status if outcome else None,
+            last_error=outcome.summary if outcome and not outcome.delivered else None,
+        )
