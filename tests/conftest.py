@@ -55,12 +55,18 @@ class Request:
         return json.loads(self.body)
 
 
+#: One scripted answer: a status, a status with headers, ("hang", seconds)
+#: to answer 200 only after that long, or "close" to drop the connection.
+Answer = int | tuple[int, dict[str, str]] | tuple[str, float] | str
+
+
 @dataclass
 class Receiver:
     """An HTTP server on 127.0.0.1 that answers from a script, then with 200."""
 
-    statuses: list[int] = field(default_factory=list)
+    statuses: list[Answer] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -81,12 +87,27 @@ def _start_receiver(receiver: Receiver) -> Receiver:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            headers = {name.lower(): value for name, value in self.headers.items()}
             with lock:
-                receiver.requests.append(
-                    Request({k.lower(): v for k, v in self.headers.items()}, body)
-                )
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-            self.send_response(status)
+                receiver.requests.append(Request(headers, body))
+                receiver.arrivals.append(time.monotonic())
+                answer = receiver.statuses.pop(0) if receiver.statuses else 200
+            self._answer(answer)
+
+        def _answer(self, answer: Answer) -> None:
+            extra: dict[str, str] = {}
+            if answer == "close":
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            if isinstance(answer, tuple) and answer[0] == "hang":
+                time.sleep(float(answer[1]))
+                answer = 200
+            if isinstance(answer, tuple):
+                answer, extra = answer  # type: ignore[assignment]
+            self.send_response(int(answer))  # type: ignore[arg-type]
+            for name, value in extra.items():
+                self.send_header(name, value)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -109,22 +130,55 @@ def receivers() -> Iterator[dict[str, Receiver]]:
         receiver.server.server_close()
 
 
-def write_config(directory: Path, *, schedule: list[str] | None = None) -> Path:
-    """Copy the shipped config, schemas and examples into ``directory``."""
+def write_config(
+    directory: Path,
+    *,
+    schedule: list[str] | None = None,
+    events_changes: dict[str, Any] | None = None,
+    system_changes: dict[str, dict[str, Any]] | None = None,
+) -> Path:
+    """Copy the shipped config, schemas and examples into ``directory``.
+
+    ``schedule`` sets the retry schedule without jitter; ``events_changes``
+    replaces top-level sections of events.yaml; ``system_changes`` updates
+    the entries of systems.yaml by slug.
+    """
     for name in ("config", "schemas", "examples"):
         shutil.copytree(ROOT / name, directory / name)
-    if schedule is not None:
-        events_file = directory / "config" / "events.yaml"
+
+    # The files are rewritten only when changed, so that tests of line
+    # numbers see the shipped layout.
+    events_file = directory / "config" / "events.yaml"
+    if schedule is not None or events_changes:
         events = yaml.safe_load(events_file.read_text(encoding="utf-8"))
-        events["delivery"]["retry"] = {"schedule": schedule, "jitter": 0}
+        if schedule is not None:
+            events["delivery"]["retry"] = {"schedule": schedule, "jitter": 0}
+        events.update(events_changes or {})
         events_file.write_text(yaml.safe_dump(events, sort_keys=False), encoding="utf-8")
+
+    systems_file = directory / "config" / "systems.yaml"
+    if system_changes:
+        systems = yaml.safe_load(systems_file.read_text(encoding="utf-8"))
+        for entry in systems["systems"]:
+            entry.update(system_changes.get(entry["slug"], {}))
+        systems_file.write_text(yaml.safe_dump(systems, sort_keys=False), encoding="utf-8")
     return directory / "config"
 
 
 @pytest.fixture
 def worker_env(tmp_path: Path, namespace: str, receivers: dict[str, Receiver]) -> dict[str, str]:
     """The environment of an application and its workers for one test."""
-    config = write_config(tmp_path, schedule=["100ms", "200ms", "300ms"])
+    config = write_config(
+        tmp_path,
+        schedule=["100ms", "200ms", "300ms"],
+        events_changes={
+            "workers": {
+                "heartbeat_timeout": "3s",
+                "sweep_interval": "500ms",
+                "scheduler_interval": "50ms",
+            }
+        },
+    )
     env = dict(os.environ)
     env.update(
         UE_FLOW_CONFIG=str(config),
@@ -152,6 +206,9 @@ class Worker:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
+            # Its own process group, so that kill() reaches the worker
+            # processes Dramatiq forks, not only their parent.
+            start_new_session=True,
         )
 
     def wait_ready(self, timeout: float = 30.0) -> None:
@@ -167,13 +224,18 @@ class Worker:
     def output(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
+    def kill(self) -> None:
+        """SIGKILL the whole worker process group, as a crash would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self._log.close()
 

@@ -105,19 +105,22 @@ def _route_function(
         parts = route(config, event, {"user": user, "data": data}, systems)
         if not parts:
             log.warning("event.unrouted", error="no subscribed system owns an item of the event")
+        with stores.client.pipeline(transaction=False) as pipe:
+            for slug, part in parts.items():
+                record = DeliveryRecord(
+                    event_id,
+                    slug,
+                    event_name,
+                    PENDING,
+                    0,
+                    now_ms(),
+                    emitted_at_ms,
+                    user=part["user"],
+                    data=part["data"],
+                )
+                stores.attempts.save(record, pipe)
+            pipe.execute()
         for slug, part in parts.items():
-            record = DeliveryRecord(
-                event_id,
-                slug,
-                event_name,
-                PENDING,
-                0,
-                now_ms(),
-                emitted_at_ms,
-                user=part["user"],
-                data=part["data"],
-            )
-            stores.attempts.save(record)
             send_delivery(
                 deliverers[slug], event_id, event_name, part["user"], part["data"], emitted_at_ms
             )

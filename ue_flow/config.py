@@ -38,8 +38,9 @@ DEFAULT_MAX_AGE_MS = 3 * 86_400_000
 DEFAULT_RETRY_AFTER_CAP_MS = 3_600_000
 
 #: Deliveries to one system in flight at once, across all workers, so that a
-#: hanging system cannot take every worker thread.
-DEFAULT_MAX_IN_FLIGHT = 4
+#: hanging system cannot take every worker thread. Size it below the total
+#: of worker threads, and above what one healthy system needs.
+DEFAULT_MAX_IN_FLIGHT = 8
 
 #: Failures in a row that open a system's circuit.
 DEFAULT_FAILURE_THRESHOLD = 5
@@ -196,6 +197,20 @@ class Routing:
 
 
 @dataclass(frozen=True)
+class HookBinding:
+    """How the arguments of an event's pluggy hook become its payload.
+
+    ``arguments`` are the hook's argument names, in order. ``user`` and
+    ``data`` are each an argument name, optionally followed by dotted keys
+    into that argument's mapping, such as ``order.data``.
+    """
+
+    arguments: tuple[str, ...] = ("user", "data")
+    user: str = "user"
+    data: str = "data"
+
+
+@dataclass(frozen=True)
 class EventType:
     """One event Unified Ecommerce raises."""
 
@@ -205,6 +220,7 @@ class EventType:
     hookspec: str
     schema_path: Path
     routing: Routing
+    hook: HookBinding = field(default_factory=HookBinding)
 
 
 @dataclass(frozen=True)
@@ -225,6 +241,9 @@ class System:
     allow_http: bool = False
     allow_private_network: bool = False
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    #: Extra HTTP headers sent with every delivery, as (name, value) pairs
+    #: already rendered from their templates.
+    headers: tuple[tuple[str, str], ...] = ()
     #: The line of the system's entry in systems.yaml, for error messages.
     line: int = field(default=0, compare=False)
 

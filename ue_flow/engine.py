@@ -11,7 +11,6 @@ from typing import Any
 
 import dramatiq
 import redis
-import structlog
 from dramatiq.errors import BrokerError as DramatiqBrokerError
 
 from . import state
@@ -25,8 +24,6 @@ from .payload import normalize
 from .retries import DurableRetries
 from .routing import owners
 from .state import StateStores
-
-logger = structlog.get_logger("ue_flow")
 
 
 def new_event_id() -> str:
@@ -121,7 +118,6 @@ class Engine:
             text = f"could not queue {event_name} event: {type(error).__name__}: {error}"
             raise BrokerError(text) from error
 
-        logger.debug("event.accepted", event_id=event_id, event_name=event_name)
         return event_id
 
     def _enqueue(

@@ -61,6 +61,7 @@ class Maintenance(Middleware):
                     next_sweep = time.monotonic() + self.settings.sweep_interval_ms / 1000
                     sweep()
                     self.stores.dead_letters.prune(_now_ms())
+                    self.stores.attempts.prune(_now_ms())
                 self._stop.wait(interval_s)
             except (redis.RedisError, dramatiq.errors.BrokerError) as error:
                 logger.warning("maintenance.failed", error=f"{type(error).__name__}: {error}")

@@ -6,6 +6,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import redis
 import structlog
 
 from .config import Config, System
@@ -17,14 +18,11 @@ from .signing import signature_header
 from .state import StateStores
 from .state.attempts import DELIVERED, FAILED, PENDING, RESPONSE_EXCERPT_BYTES, Attempt
 from .state.dead_letters import DeadLetter
+from .state.systems import CIRCUIT_OPEN, DISABLED, NO_SLOT
 
 #: How long a delivery waits when its system has all its slots in flight, in
 #: milliseconds, before jitter. It keeps its attempts.
-SLOT_WAIT_MS = 1_000
-
-#: Added to a system's timeouts to lease an in-flight slot, in milliseconds,
-#: so that the slot of a worker killed mid-delivery frees itself.
-SLOT_LEASE_MARGIN_MS = 5_000
+SLOT_WAIT_MS = 200
 
 #: The reason of dead letters parked because their system is disabled;
 #: enabling the system queues them again.
@@ -67,32 +65,23 @@ class SystemSender:
     ) -> None:
         """Make one attempt, or raise RetryLater or GiveUp to say what comes next."""
         envelope: Envelope = (event_id, event_name, user, data, emitted_at_ms)
-        slug = self.system.slug
-        if self.stores.systems.is_disabled(slug):
-            raise GiveUp(self._dead_letter(envelope, retries, None, "", DISABLED_REASON))
-
-        wait_ms = self.stores.systems.circuit_wait_ms(
-            slug, self.settings.circuit_breaker, _now_ms()
-        )
-        if wait_ms:
-            raise RetryLater("circuit open", jittered(wait_ms, 0.1), consume_attempt=False)
-
-        lease_ms = (
-            self.settings.connect_timeout_ms + self.settings.read_timeout_ms + SLOT_LEASE_MARGIN_MS
-        )
-        token = self.stores.systems.acquire_slot(
-            slug, self.settings.max_in_flight, lease_ms, _now_ms()
-        )
-        if token is None:
+        admission = self.stores.systems.admit(self.system.slug, self.settings, _now_ms())
+        if admission.verdict == DISABLED:
+            raise GiveUp(self._dead_letter(envelope, retries, None, DISABLED_REASON))
+        if admission.verdict == CIRCUIT_OPEN:
             raise RetryLater(
-                "in-flight limit reached", jittered(SLOT_WAIT_MS, 0.5), consume_attempt=False
+                "circuit open", jittered(admission.wait_ms, 0.1), consume_attempt=False
             )
+        if admission.verdict == NO_SLOT:
+            wait_ms = jittered(SLOT_WAIT_MS, 0.5)
+            raise RetryLater("in-flight limit reached", wait_ms, consume_attempt=False)
+
         try:
             outcome = self._attempt(envelope)
-        finally:
-            self.stores.systems.release_slot(slug, token)
-
-        self._judge(envelope, outcome, retries, started_ms)
+        except BaseException:
+            self.stores.systems.release_slot(self.system.slug, admission.token)
+            raise
+        self._judge(envelope, outcome, retries, started_ms, admission.token)
 
     def _attempt(self, envelope: Envelope) -> Outcome:
         event_id, event_name, user, data, _ = envelope
@@ -109,7 +98,13 @@ class SystemSender:
             headers["webhook-signature"] = signature_header(secrets, event_id, timestamp, body)
 
         timeouts = (self.settings.connect_timeout_ms, self.settings.read_timeout_ms)
-        return self._http.post(self.system.url, body, headers, timeouts)
+        return self._http.post(
+            self.system.url,
+            body,
+            headers,
+            timeouts,
+            allow_private_network=self.system.allow_private_network,
+        )
 
     def _secrets(self) -> list[str]:
         # During a rotation the variable holds several secrets separated by
@@ -118,43 +113,49 @@ class SystemSender:
             return []
         return self.environ.get(self.system.secret_env, "").split()
 
-    def _judge(self, envelope: Envelope, outcome: Outcome, retries: int, started_ms: int) -> None:
+    def _judge(
+        self, envelope: Envelope, outcome: Outcome, retries: int, started_ms: int, token: str
+    ) -> None:
         event_id = envelope[0]
         slug = self.system.slug
+        attempt = retries + 1
         now = _now_ms()
-        self._log_attempt(event_id, retries + 1, outcome, now)
         log = logger.bind(
             event_id=event_id,
             system=slug,
-            attempt=retries + 1,
+            attempt=attempt,
             status=outcome.status,
             duration_ms=outcome.duration_ms,
         )
 
+        # The slot, the attempt and, on success, the new state go to Redis
+        # in one round trip.
+        with self.stores.client.pipeline(transaction=False) as pipe:
+            self.stores.systems.release_slot(slug, token, pipe)
+            self._log_attempt(event_id, attempt, outcome, now, pipe)
+            if outcome.delivered:
+                self.stores.systems.record_success(slug, now, pipe)
+                self._update_record(event_id, DELIVERED, attempt, outcome, pipe)
+            pipe.execute()
+
         if outcome.delivered:
-            self.stores.systems.record_success(slug, now)
-            self._update_record(event_id, DELIVERED, retries + 1, outcome)
             log.info("delivery.delivered", latency_ms=now - envelope[4])
             return
-
         if outcome.status == GONE:
             self.disable(f"{DISABLED_REASON}: the endpoint answered 410 Gone", now)
-            raise GiveUp(self._dead_letter(envelope, retries + 1, outcome, "", DISABLED_REASON))
+            raise GiveUp(self._dead_letter(envelope, attempt, outcome, DISABLED_REASON))
 
         failures, failing_since = self.stores.systems.record_failure(
             slug, outcome.summary, self.settings.circuit_breaker, now
         )
         if now - failing_since >= self.settings.disable_after_ms:
             self.disable(f"{DISABLED_REASON}: failing for {now - failing_since} ms", now)
-            raise GiveUp(self._dead_letter(envelope, retries + 1, outcome, "", DISABLED_REASON))
+            raise GiveUp(self._dead_letter(envelope, attempt, outcome, DISABLED_REASON))
 
         decision = decide(self.settings.retry, outcome, retries, started_ms, now)
         if not decision.retry:
             log.warning("delivery.given_up", error=outcome.summary, reason=decision.reason)
-            self._update_record(event_id, FAILED, retries + 1, outcome)
-            raise GiveUp(
-                self._dead_letter(envelope, retries + 1, outcome, decision.reason, decision.reason)
-            )
+            raise GiveUp(self._dead_letter(envelope, attempt, outcome, decision.reason))
 
         log.warning(
             "delivery.failed",
@@ -162,7 +163,7 @@ class SystemSender:
             retry_in_ms=decision.delay_ms,
             failures=failures,
         )
-        self._update_record(event_id, PENDING, retries + 1, outcome)
+        self._update_record(event_id, PENDING, attempt, outcome)
         raise RetryLater(f"delivery to {slug} failed: {outcome.summary}", decision.delay_ms)
 
     def disable(self, reason: str, now: int) -> None:
@@ -180,11 +181,11 @@ class SystemSender:
             envelope: Envelope = (event_id, event_name, user, data, emitted_at_ms)
             retries = message.options.get("retries", 0)
             self.stores.dead_letters.add(
-                self._dead_letter(envelope, retries, None, "", DISABLED_REASON)
+                self._dead_letter(envelope, retries, None, DISABLED_REASON)
             )
 
     def _dead_letter(
-        self, envelope: Envelope, attempts: int, outcome: Outcome | None, error: str, reason: str
+        self, envelope: Envelope, attempts: int, outcome: Outcome | None, reason: str
     ) -> DeadLetter:
         event_id, event_name, user, data, emitted_at_ms = envelope
         self._update_record(event_id, FAILED, attempts, outcome)
@@ -198,12 +199,14 @@ class SystemSender:
             emitted_at_ms=emitted_at_ms,
             attempts=attempts,
             last_status=outcome.status if outcome else None,
-            last_error=outcome.summary if outcome else error,
+            last_error=outcome.summary if outcome else reason,
             reason=reason,
             dead_at_ms=_now_ms(),
         )
 
-    def _log_attempt(self, event_id: str, attempt: int, outcome: Outcome, now: int) -> None:
+    def _log_attempt(
+        self, event_id: str, attempt: int, outcome: Outcome, now: int, pipe: redis.client.Pipeline
+    ) -> None:
         self.stores.attempts.record_attempt(
             Attempt(
                 event_id=event_id,
@@ -214,7 +217,8 @@ class SystemSender:
                 status=outcome.status,
                 error=outcome.error,
                 response=self._redact(outcome.response[:RESPONSE_EXCERPT_BYTES]),
-            )
+            ),
+            pipe,
         )
 
     def _redact(self, text: str) -> str:
@@ -226,11 +230,17 @@ class SystemSender:
         return text
 
     def _update_record(
-        self, event_id: str, status: str, attempts: int, outcome: Outcome | None
+        self,
+        event_id: str,
+        status: str,
+        attempts: int,
+        outcome: Outcome | None,
+        pipe: redis.client.Pipeline | None = None,
     ) -> None:
         self.stores.attempts.update(
             event_id,
             self.system.slug,
+            pipe,
             status=status,
             attempts=attempts,
             updated_ms=_now_ms(),

@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import config_commands, event_commands
+from . import authoring_commands, config_commands, event_commands, operate_commands
 from .common import EXIT_USAGE
 
 __all__ = ["main"]
@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.set_defaults(command=None)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in (config_commands, event_commands):
+    for module in (config_commands, event_commands, operate_commands, authoring_commands):
         module.register(commands)
     return parser
 

@@ -8,6 +8,8 @@ from typing import Any, cast
 
 import redis
 
+from .batch import batch
+
 #: Delivery statuses: waiting for an attempt or a retry, done, or given up.
 PENDING = "pending"
 DELIVERED = "delivered"
@@ -52,11 +54,27 @@ class DeliveryRecord:
     data: dict[str, Any] | None = None
 
 
+# Sets fields of a delivery record only when the record exists, so that an
+# update after expiry does not leave a half-written record behind.
+_UPDATE_EXISTING = """
+if redis.call('exists', KEYS[1]) == 1 then
+    redis.call('hset', KEYS[1], unpack(ARGV))
+end
+return 0
+"""
+
+
+# Delivery records are Redis hashes of JSON-encoded fields, so that an
+# update writes only the fields that changed.
+def _encode(fields: dict[str, Any]) -> dict[str, str]:
+    return {key: json.dumps(value, ensure_ascii=False) for key, value in fields.items()}
+
+
 class AttemptLog:
     """Attempts in a Redis stream, and one record per delivery.
 
-    Both are bounded: entries older than ``retention_ms`` go, and the
-    stream keeps about ``max_attempts`` entries.
+    Both are bounded: the stream keeps about ``max_attempts`` entries, and
+    ``prune`` drops attempts and records older than ``retention_ms``.
     """
 
     def __init__(
@@ -68,17 +86,49 @@ class AttemptLog:
         self.max_attempts = max_attempts
         self._stream = f"{namespace}:attempts"
         self._index = f"{namespace}:deliveries"
+        self._update_existing = client.register_script(_UPDATE_EXISTING)
 
     def _record_key(self, event_id: str, system: str) -> str:
         return f"{self.namespace}:delivery:{event_id}:{system}"
 
-    def record_attempt(self, attempt: Attempt) -> None:
-        """Append ``attempt`` to the log and trim the log by size and age."""
-        fields = {key: json.dumps(value) for key, value in asdict(attempt).items()}
-        oldest = f"{max(0, attempt.time_ms - self.retention_ms)}-0"
+    def record_attempt(self, attempt: Attempt, pipe: redis.client.Pipeline | None = None) -> None:
+        """Append ``attempt`` to the log, as part of ``pipe`` when given."""
+        fields = _encode(asdict(attempt))
+        with batch(self.client, pipe) as writes:
+            writes.xadd(self._stream, fields, maxlen=self.max_attempts, approximate=True)  # type: ignore[arg-type]
+
+    def save(self, record: DeliveryRecord, pipe: redis.client.Pipeline | None = None) -> None:
+        """Store ``record`` whole, as part of ``pipe`` when given."""
+        key = self._record_key(record.event_id, record.system)
+        with batch(self.client, pipe) as writes:
+            writes.hset(key, mapping=_encode(asdict(record)))  # type: ignore[arg-type]
+            writes.pexpire(key, self.retention_ms)
+            writes.zadd(self._index, {f"{record.event_id}:{record.system}": record.updated_ms})
+
+    def update(
+        self,
+        event_id: str,
+        system: str,
+        pipe: redis.client.Pipeline | None = None,
+        **changes: Any,
+    ) -> None:
+        """Change fields of a stored record, as part of ``pipe`` when given.
+
+        ``changes`` must include ``updated_ms``. A record that expired stays
+        absent rather than half-written.
+        """
+        key = self._record_key(event_id, system)
+        pairs = [part for field, value in _encode(changes).items() for part in (field, value)]
+        with batch(self.client, pipe) as writes:
+            self._update_existing(keys=[key], args=pairs, client=writes)
+            writes.zadd(self._index, {f"{event_id}:{system}": changes["updated_ms"]}, xx=True)
+
+    def prune(self, now_ms: int) -> None:
+        """Drop attempts and delivery records older than the retention."""
+        oldest = now_ms - self.retention_ms
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.xadd(self._stream, fields, maxlen=self.max_attempts, approximate=True)  # type: ignore[arg-type]
-            pipe.xtrim(self._stream, minid=oldest, approximate=True)
+            pipe.xtrim(self._stream, minid=f"{max(0, oldest)}-0", approximate=True)
+            pipe.zremrangebyscore(self._index, "-inf", oldest)
             pipe.execute()
 
     def attempts(self, event_id: str | None = None, limit: int = 1000) -> list[Attempt]:
@@ -98,30 +148,12 @@ class AttemptLog:
                 break
         return found[:limit]
 
-    def save(self, record: DeliveryRecord) -> None:
-        """Store ``record``, replacing the previous state of that delivery."""
-        key = self._record_key(record.event_id, record.system)
-        member = f"{record.event_id}:{record.system}"
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(key, json.dumps(asdict(record), ensure_ascii=False), px=self.retention_ms)
-            pipe.zadd(self._index, {member: record.updated_ms})
-            pipe.zremrangebyscore(self._index, "-inf", record.updated_ms - self.retention_ms)
-            pipe.execute()
-
-    def update(self, event_id: str, system: str, **changes: Any) -> DeliveryRecord | None:
-        """Change fields of a stored record; return the new record, or None when absent."""
-        record = self.get(event_id, system)
-        if record is None:
-            return None
-
-        updated = DeliveryRecord(**{**asdict(record), **changes})
-        self.save(updated)
-        return updated
-
     def get(self, event_id: str, system: str) -> DeliveryRecord | None:
         """Return one delivery record, or None when absent or expired."""
-        raw = self.client.get(self._record_key(event_id, system))
-        return DeliveryRecord(**json.loads(raw)) if raw else None
+        stored: dict[bytes, bytes] = cast(
+            Any, self.client.hgetall(self._record_key(event_id, system))
+        )
+        return _record(stored)
 
     def deliveries(
         self,
@@ -139,11 +171,14 @@ class AttemptLog:
             if not members:
                 break
             start += len(members)
-            keys = [self._record_key(*member.decode().rsplit(":", 1)) for member in members]
-            for raw in self.client.mget(keys):
-                if raw is None:
+            with self.client.pipeline(transaction=False) as pipe:
+                for member in members:
+                    pipe.hgetall(self._record_key(*member.decode().rsplit(":", 1)))
+                stored_records = pipe.execute()
+            for stored in stored_records:
+                record = _record(stored)
+                if record is None:
                     continue
-                record = DeliveryRecord(**json.loads(raw))
                 if system is not None and record.system != system:
                     continue
                 if status is not None and record.status != status:
@@ -152,3 +187,9 @@ class AttemptLog:
                     continue
                 found.append(record)
         return found[:limit]
+
+
+def _record(stored: dict[bytes, bytes]) -> DeliveryRecord | None:
+    if not stored:
+        return None
+    return DeliveryRecord(**{key.decode(): json.loads(value) for key, value in stored.items()})

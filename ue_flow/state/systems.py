@@ -8,35 +8,56 @@ from typing import Any, cast
 
 import redis
 
-from ..config import CircuitBreaker
+from ..config import CircuitBreaker, DeliverySettings
+from .batch import batch
 
-# Returns 0 when a delivery may go ahead, else the time in ms until the
-# circuit lets one through. When the cooldown of an open circuit is over,
-# the caller that gets 0 is the single probe, and the circuit stays open
-# for everyone else for another cooldown.
-_CIRCUIT_CHECK = """
-local open_until = tonumber(redis.call('hget', KEYS[1], 'open_until_ms') or '0')
-local now = tonumber(ARGV[1])
+# Admits one delivery in a single round trip. Returns {0} with the slot
+# taken, {1} when the system is disabled, {2, ms} while the circuit is open
+# and {3} when every in-flight slot is taken. When an open circuit's
+# cooldown is over, the delivery admitted is the single probe, and the
+# circuit stays open for every other delivery for another cooldown.
+_ADMIT = """
+local state, slots = KEYS[1], KEYS[2]
+local now, threshold, cooldown = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local limit, lease_until, token = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+if redis.call('hexists', state, 'disabled_reason') == 1 then
+    return {1}
+end
+local open_until = tonumber(redis.call('hget', state, 'open_until_ms') or '0')
 if open_until > now then
-    return open_until
+    return {2, open_until - now}
 end
-local failures = tonumber(redis.call('hget', KEYS[1], 'failures') or '0')
-if failures >= tonumber(ARGV[2]) then
-    redis.call('hset', KEYS[1], 'open_until_ms', now + tonumber(ARGV[3]))
+redis.call('zremrangebyscore', slots, '-inf', now)
+if redis.call('zcard', slots) >= limit then
+    return {3}
 end
-return 0
+local failures = tonumber(redis.call('hget', state, 'failures') or '0')
+if failures >= threshold then
+    redis.call('hset', state, 'open_until_ms', now + cooldown)
+end
+redis.call('zadd', slots, lease_until, token)
+redis.call('pexpire', slots, lease_until - now)
+return {0}
 """
 
-# Takes one of ARGV[2] slots, each leased until ARGV[3]; returns 1 or 0.
-_ACQUIRE_SLOT = """
-redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[1])
-if redis.call('zcard', KEYS[1]) < tonumber(ARGV[2]) then
-    redis.call('zadd', KEYS[1], ARGV[3], ARGV[4])
-    redis.call('pexpire', KEYS[1], tonumber(ARGV[3]) - tonumber(ARGV[1]))
-    return 1
-end
-return 0
-"""
+#: Admission verdicts of ``SystemStates.admit``.
+ADMITTED = 0
+DISABLED = 1
+CIRCUIT_OPEN = 2
+NO_SLOT = 3
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Whether a delivery may go now: ``verdict`` is one of the constants above.
+
+    ``token`` names the in-flight slot taken when admitted; ``wait_ms`` is
+    how long the circuit stays open when it is.
+    """
+
+    verdict: int
+    token: str = ""
+    wait_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -58,11 +79,47 @@ class SystemStates:
     def __init__(self, client: redis.Redis, namespace: str) -> None:
         self.client = client
         self.namespace = namespace
-        self._circuit_check = client.register_script(_CIRCUIT_CHECK)
-        self._acquire = client.register_script(_ACQUIRE_SLOT)
+        self._admit = client.register_script(_ADMIT)
 
     def _key(self, slug: str) -> str:
         return f"{self.namespace}:system:{slug}"
+
+    def _slots(self, slug: str) -> str:
+        return f"{self.namespace}:inflight:{slug}"
+
+    def admit(self, slug: str, settings: DeliverySettings, now_ms: int) -> Admission:
+        """Check the disabled flag and the circuit, and take an in-flight slot.
+
+        A slot is leased for the connect and read timeouts plus a margin, so
+        the slot of a worker killed mid-delivery frees itself.
+        """
+        token = uuid.uuid4().hex
+        lease_until = now_ms + settings.connect_timeout_ms + settings.read_timeout_ms + 5_000
+        breaker = settings.circuit_breaker
+        reply = self._admit(
+            keys=[self._key(slug), self._slots(slug)],
+            args=[
+                now_ms,
+                breaker.failure_threshold,
+                breaker.cooldown_ms,
+                settings.max_in_flight,
+                lease_until,
+                token,
+            ],
+        )
+        verdict = int(reply[0])
+        if verdict == ADMITTED:
+            return Admission(ADMITTED, token=token)
+        if verdict == CIRCUIT_OPEN:
+            return Admission(CIRCUIT_OPEN, wait_ms=int(reply[1]))
+        return Admission(verdict)
+
+    def release_slot(
+        self, slug: str, token: str, pipe: redis.client.Pipeline | None = None
+    ) -> None:
+        """Give back a slot taken by ``admit``, as part of ``pipe`` when given."""
+        with batch(self.client, pipe) as writes:
+            writes.zrem(self._slots(slug), token)
 
     def is_disabled(self, slug: str) -> bool:
         """True when deliveries to ``slug`` are stopped until an operator enables it."""
@@ -86,22 +143,13 @@ class SystemStates:
             "open_until_ms",
         )
 
-    def circuit_wait_ms(self, slug: str, breaker: CircuitBreaker, now_ms: int) -> int:
-        """Return 0 when a delivery may go now, else milliseconds until the circuit allows one."""
-        open_until = int(
-            self._circuit_check(
-                keys=[self._key(slug)],
-                args=[now_ms, breaker.failure_threshold, breaker.cooldown_ms],
-            )
-        )
-        return max(0, open_until - now_ms)
-
-    def record_success(self, slug: str, now_ms: int) -> None:
-        """Close the circuit and clear the failure streak."""
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(self._key(slug), "last_success_ms", now_ms)
-            pipe.hdel(self._key(slug), "failures", "failing_since_ms", "open_until_ms")
-            pipe.execute()
+    def record_success(
+        self, slug: str, now_ms: int, pipe: redis.client.Pipeline | None = None
+    ) -> None:
+        """Close the circuit and clear the failure streak, as part of ``pipe`` when given."""
+        with batch(self.client, pipe) as writes:
+            writes.hset(self._key(slug), "last_success_ms", now_ms)
+            writes.hdel(self._key(slug), "failures", "failing_since_ms", "open_until_ms")
 
     def record_failure(
         self, slug: str, error: str, breaker: CircuitBreaker, now_ms: int
@@ -118,22 +166,6 @@ class SystemStates:
         if failures >= breaker.failure_threshold:
             self.client.hset(key, "open_until_ms", now_ms + breaker.cooldown_ms)
         return int(failures), int(failing_since)
-
-    def acquire_slot(self, slug: str, limit: int, lease_ms: int, now_ms: int) -> str | None:
-        """Take one of ``slug``'s in-flight slots; return its token, or None when all are taken.
-
-        A slot whose holder died is free again after ``lease_ms``.
-        """
-        token = uuid.uuid4().hex
-        taken = self._acquire(
-            keys=[f"{self.namespace}:inflight:{slug}"],
-            args=[now_ms, limit, now_ms + lease_ms, token],
-        )
-        return token if taken else None
-
-    def release_slot(self, slug: str, token: str) -> None:
-        """Give back a slot taken with ``acquire_slot``."""
-        self.client.zrem(f"{self.namespace}:inflight:{slug}", token)
 
     def health(self, slug: str, breaker: CircuitBreaker, now_ms: int) -> Health:
         """Return a snapshot of ``slug``'s state."""
