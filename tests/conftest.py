@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +24,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("UE_FLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -188,6 +196,15 @@ def worker_env(tmp_path: Path, namespace: str, receivers: dict[str, Receiver]) -
         UE_FLOW_KEY_LEARN="key-learn-" + uuid.uuid4().hex,
         MITXONLINE_WEBHOOK_URL=receivers["mitxonline"].url,
         LEARN_WEBHOOK_URL=receivers["learn"].url,
+    )
+    # Each test's workers serve metrics on a free port from their own
+    # multiprocess directory, so that tests never read each other's metrics.
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    env.update(
+        dramatiq_prom_host="127.0.0.1",
+        dramatiq_prom_port=str(free_port()),
+        dramatiq_prom_db=str(metrics_dir),
     )
     env.pop("UE_FLOW_SECRET_MITXONLINE", None)
     env.pop("UE_FLOW_SECRET_LEARN", None)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+import requests
 
 import ue_flow
 from tests.conftest import REDIS_URL, ROOT, Receiver, load_example
@@ -166,3 +169,26 @@ def test_key_absent_from_broker(
     assert b"mitol-production-42" in stored
     assert worker_env["UE_FLOW_KEY_MITXONLINE"].encode() not in stored
     assert worker_env["UE_FLOW_KEY_LEARN"].encode() not in stored
+
+
+def test_worker_exports_metrics(
+    app_engine: Engine, worker_env: dict[str, str], receivers: dict[str, Receiver], start_worker
+) -> None:
+    start_worker(worker_env)
+    app_engine.emit("post_sale", **load_example("post_sale", "two_systems"))
+    receivers["mitxonline"].wait_for(1)
+    receivers["learn"].wait_for(1)
+    url = f"http://127.0.0.1:{worker_env['dramatiq_prom_port']}/metrics"
+
+    deadline = time.monotonic() + 20
+    text = ""
+    while time.monotonic() < deadline and 'outcome="delivered"' not in text:
+        # The exposition server starts a moment after the worker.
+        with contextlib.suppress(requests.ConnectionError):
+            text = requests.get(url, timeout=2).text
+        time.sleep(0.2)
+
+    assert 'ue_flow_deliveries_total{outcome="delivered",system="mitxonline"} 1.0' in text
+    assert 'ue_flow_deliveries_total{outcome="delivered",system="learn"} 1.0' in text
+    assert 'ue_flow_delivery_latency_seconds_count{system="learn"} 1.0' in text
+    assert "dramatiq_messages_total" in text

@@ -9,6 +9,7 @@ from typing import Any
 import redis
 import structlog
 
+from . import metrics
 from .config import Config, System
 from .delivery import Outcome, Sender
 from .envelope import envelope_body
@@ -140,6 +141,8 @@ class SystemSender:
 
         if outcome.delivered:
             log.info("delivery.delivered", latency_ms=now - envelope[4])
+            metrics.count_delivery(slug, metrics.DELIVERED)
+            metrics.observe_latency(slug, (now - envelope[4]) / 1000)
             return
         if outcome.status == GONE:
             self.disable(f"{DISABLED_REASON}: the endpoint answered 410 Gone", now)
@@ -153,6 +156,7 @@ class SystemSender:
             raise GiveUp(self._dead_letter(envelope, attempt, outcome, DISABLED_REASON))
 
         decision = decide(self.settings.retry, outcome, retries, started_ms, now)
+        metrics.count_delivery(slug, metrics.FAILED if decision.retry else metrics.GIVEN_UP)
         if not decision.retry:
             log.warning("delivery.given_up", error=outcome.summary, reason=decision.reason)
             raise GiveUp(self._dead_letter(envelope, attempt, outcome, decision.reason))

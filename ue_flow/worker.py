@@ -5,10 +5,12 @@ from __future__ import annotations
 import sys
 
 import dramatiq
+from dramatiq.middleware.prometheus import Prometheus
 
 from .engine import Engine
 from .errors import ConfigError
 from .logs import configure_logging
+from .metrics import DeliveryMetrics
 
 #: The exit status of a worker whose configuration is invalid: EX_CONFIG
 #: from sysexits.h, apart from the statuses Dramatiq itself uses.
@@ -28,5 +30,8 @@ def boot_worker() -> Engine:
         print(f"ue-flow: cannot start the worker:\n{error}", file=sys.stderr, flush=True)
         sys.exit(EXIT_CONFIG)
 
+    if engine.config.workers.metrics:
+        engine.broker.add_middleware(Prometheus())
+        engine.broker.add_middleware(DeliveryMetrics())
     dramatiq.set_broker(engine.broker)
     return engine
