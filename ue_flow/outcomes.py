@@ -15,6 +15,10 @@ RETRY_AFTER_STATUSES = frozenset({429, 503})
 #: The status that stops all deliveries to a system until it is enabled again.
 GONE = 410
 
+#: The error of an attempt stopped before connecting because the address is
+#: refused. Retrying would only repeat it, so the delivery gives up at once.
+REFUSED_ADDRESS = "DisallowedAddress"
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -61,6 +65,12 @@ def decide(
     """Decide the fate of a failed attempt; ``retries`` counts earlier retries."""
     if outcome.status in policy.give_up_on:
         return Decision(False, reason=f"HTTP {outcome.status} is configured to give up")
+    if outcome.error == REFUSED_ADDRESS:
+        reason = (
+            "the webhook URL resolves to a private or reserved address; fix its DNS or set "
+            "allow_private_network: true, then replay"
+        )
+        return Decision(False, reason=reason)
     if retries >= policy.max_retries:
         return Decision(False, reason=f"retries exhausted after {retries + 1} attempts")
 
