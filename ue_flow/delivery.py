@@ -10,6 +10,7 @@ import requests
 import urllib3
 
 from . import __version__
+from .urlsafety import DisallowedAddress, VettedAdapter
 
 #: Sent with every delivery so that receivers can tell ue-flow's traffic apart.
 USER_AGENT = f"ue-flow/{__version__}"
@@ -46,33 +47,51 @@ class Outcome:
 
 
 class Sender:
-    """Posts envelopes with one keep-alive ``requests`` session per thread."""
+    """Posts envelopes with keep-alive ``requests`` sessions, one per thread and address policy."""
 
     def __init__(self) -> None:
         self._local = threading.local()
 
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
+    def _session(self, allow_private_network: bool) -> requests.Session:
+        # Separate sessions keep separate connection pools, so a connection
+        # opened for a system that allows private addresses is never reused
+        # for one that does not.
+        sessions: dict[bool, requests.Session] | None = getattr(self._local, "sessions", None)
+        if sessions is None:
+            sessions = self._local.sessions = {}
+        session = sessions.get(allow_private_network)
         if session is None:
             session = requests.Session()
             # Proxies and credentials from the environment or .netrc must not
             # change where a webhook goes or what it carries.
             session.trust_env = False
             session.headers["User-Agent"] = USER_AGENT
-            self._local.session = session
+            adapter = VettedAdapter(allow_private_network=allow_private_network)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            sessions[allow_private_network] = session
         return session
 
     def post(
-        self, url: str, body: bytes, headers: dict[str, str], timeouts_ms: tuple[int, int]
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        timeouts_ms: tuple[int, int],
+        *,
+        allow_private_network: bool = False,
     ) -> Outcome:
         """Post ``body`` once without following redirects; never raise for HTTP errors.
 
         ``timeouts_ms`` is the connect and the read timeout in milliseconds.
+        Unless ``allow_private_network`` is true, a host that is or resolves
+        to a loopback, private or other non-public address gets nothing, and
+        the outcome's error is ``DisallowedAddress``.
         """
         started = time.perf_counter()
         timeouts = (timeouts_ms[0] / 1000, timeouts_ms[1] / 1000)
         try:
-            response = self._session().post(
+            response = self._session(allow_private_network).post(
                 url,
                 data=body,
                 headers=headers,
@@ -83,7 +102,12 @@ class Sender:
             with response:
                 content = response.raw.read(MAX_RESPONSE_BYTES, decode_content=True)
         # Reading the raw body raises urllib3's own errors, not requests'.
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
+        except (
+            DisallowedAddress,
+            requests.RequestException,
+            urllib3.exceptions.HTTPError,
+            OSError,
+        ) as error:
             return Outcome(None, _elapsed_ms(started), error=type(error).__name__)
 
         return Outcome(

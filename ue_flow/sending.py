@@ -89,7 +89,9 @@ class SystemSender:
         key = self.environ[self.system.key_env]
         body = envelope_body(self.system.slug, key, self.config.events[event_name].type, user, data)
         timestamp = int(time.time())
+        # The loader rejects extra headers that would replace these.
         headers = {
+            **dict(self.system.headers),
             "Content-Type": "application/json",
             "webhook-id": event_id,
             "webhook-timestamp": str(timestamp),
