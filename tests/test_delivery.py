@@ -71,6 +71,9 @@ def test_post_sale_split_by_system(
         assert request.headers["webhook-timestamp"].isdigit()
         assert request.headers["user-agent"] == f"ue-flow/{ue_flow.__version__}"
         assert request.headers["content-type"] == "application/json"
+    # systems.yaml adds a templated header for mitxonline only.
+    assert mitx.headers["x-ue-deployment"] == "development"
+    assert "x-ue-deployment" not in learn.headers
 
 
 def test_retry_after_two_500s(

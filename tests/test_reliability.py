@@ -372,7 +372,9 @@ def test_failing_system_disabled(
     worker_env: dict[str, str], tmp_path: Path, receivers: dict[str, Receiver], start_worker
 ) -> None:
     retry = {"schedule": ["200ms"] * 20, "jitter": 0}
-    env = custom_env(worker_env, tmp_path, retry=retry, delivery={"disable_after": "1s"})
+    # A high threshold keeps the circuit closed, so failures go on past disable_after.
+    delivery = {"disable_after": "1s", "circuit_breaker": {"failure_threshold": 100}}
+    env = custom_env(worker_env, tmp_path, retry=retry, delivery=delivery)
     engine = engine_for(env)
     receivers["mitxonline"].statuses = [500] * 40
     start_worker(env)

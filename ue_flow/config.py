@@ -165,12 +165,14 @@ class WorkerSettings:
     A worker that sends no heartbeat for ``heartbeat_timeout_ms`` is dead,
     and the next sweep, every ``sweep_interval_ms``, puts its unfinished
     messages back on their queues. Retries that are due are moved to
-    their queues every ``scheduler_interval_ms``.
+    their queues every ``scheduler_interval_ms``. With ``metrics``, each
+    worker exports Prometheus metrics through Dramatiq's middleware.
     """
 
     heartbeat_timeout_ms: int = DEFAULT_HEARTBEAT_TIMEOUT_MS
     sweep_interval_ms: int = DEFAULT_SWEEP_INTERVAL_MS
     scheduler_interval_ms: int = DEFAULT_SCHEDULER_INTERVAL_MS
+    metrics: bool = True
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,7 @@ class Routing:
 
 @dataclass(frozen=True)
 class HookBinding:
-    """How the arguments of an event's pluggy hook become its payload.
+    """The mapping from the arguments of an event's pluggy hook to its payload.
 
     ``arguments`` are the hook's argument names, in order. ``user`` and
     ``data`` are each an argument name, optionally followed by dotted keys

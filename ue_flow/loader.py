@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import keyword
 import os
+import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,13 +19,19 @@ from .config import (
     Config,
     DeliverySettings,
     EventType,
+    HookBinding,
     RelatedItems,
+    Retention,
     Routing,
     System,
+    WorkerSettings,
 )
 from .errors import ConfigError, ConfigProblem
+from .schema_files import ReferencedSchemas
 from .schemas import PayloadValidator, SchemaLoadError, config_schema_validator, read_schema
 from .settings import SettingsReader
+from .signing import SECRET_PREFIX
+from .urlsafety import host_problem
 from .yamlfile import KeyPath, YamlDocument, load_yaml
 
 #: Where the configuration is read from when neither an argument nor
@@ -69,21 +77,32 @@ def load_config(
     problems: list[ConfigProblem] = []
     events_doc = _load_checked(root / "events.yaml", "events.schema.json", problems)
     systems_doc = _load_checked(root / "systems.yaml", "systems.schema.json", problems)
-    if problems or events_doc is None or systems_doc is None:
-        raise ConfigError(problems)
 
-    events, validators, user_schema = _build_events(events_doc, problems)
-    reader = SettingsReader(events_doc, problems)
-    delivery = reader.delivery(
-        events_doc.data.get("delivery") or {}, ("delivery",), DeliverySettings()
-    )
-    retention = reader.retention(events_doc.data.get("retention") or {})
-    workers = reader.workers(events_doc.data.get("workers") or {})
-    systems = _build_systems(
-        systems_doc, events, delivery, os.environ if environ is None else environ, problems
-    )
-    if problems:
-        raise ConfigError(problems)
+    # Each file that passed its config schema is checked further even when
+    # the other did not, so that one run reports every problem.
+    events: dict[str, EventType] = {}
+    validators: dict[str, PayloadValidator] = {}
+    user_schema = Path()
+    delivery, retention, workers = DeliverySettings(), Retention(), WorkerSettings()
+    if events_doc is not None:
+        events, validators, user_schema = _build_events(events_doc, problems)
+        reader = SettingsReader(events_doc, problems)
+        delivery = reader.delivery(
+            events_doc.data.get("delivery") or {}, ("delivery",), DeliverySettings()
+        )
+        retention = reader.retention(events_doc.data.get("retention") or {})
+        workers = reader.workers(events_doc.data.get("workers") or {})
+    systems: dict[str, System] = {}
+    if systems_doc is not None:
+        systems = _build_systems(
+            systems_doc,
+            events if events_doc is not None else None,
+            delivery,
+            os.environ if environ is None else environ,
+            problems,
+        )
+    if problems or events_doc is None or systems_doc is None:
+        raise ConfigError(_without_secrets(problems))
 
     config = Config(
         directory=root,
@@ -107,6 +126,7 @@ def _load_checked(
         problems.extend(error.problems)
         return None
 
+    problems.extend(_literal_secrets(document, document.data, ()))
     validator = config_schema_validator(schema_name)
     errors = sorted(validator.iter_errors(document.data), key=lambda found: list(found.path))
     for schema_error in errors:
@@ -118,6 +138,42 @@ def _load_checked(
         else:
             problems.append(document.problem(key_path, _describe_config_error(schema_error)))
     return None if errors else document
+
+
+#: A Standard Webhooks signing secret written out in a problem message.
+_SECRET_TEXT = re.compile(re.escape(SECRET_PREFIX) + r"[A-Za-z0-9+/=]*")
+
+
+def _without_secrets(problems: list[ConfigProblem]) -> list[ConfigProblem]:
+    # Messages quote values from the files, such as a URL or a schema
+    # error's instance, so a signing secret among them is masked.
+    return [
+        replace(problem, message=_SECRET_TEXT.sub(SECRET_PREFIX + "***", problem.message))
+        for problem in problems
+    ]
+
+
+def _literal_secrets(document: YamlDocument, value: Any, key_path: KeyPath) -> list[ConfigProblem]:
+    # The message names where the secret sits, never the secret itself.
+    if isinstance(value, str) and SECRET_PREFIX in value:
+        where = "/".join(str(part) for part in key_path) or "(top level)"
+        message = (
+            f"{where}: literal signing secret in YAML; put it in an environment variable "
+            "and name the variable in secret_env"
+        )
+        return [document.problem(key_path, message)]
+    if isinstance(value, dict):
+        items: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return []
+
+    return [
+        problem
+        for key, item in items
+        for problem in _literal_secrets(document, item, (*key_path, key))
+    ]
 
 
 def _unknown_keys(
@@ -144,6 +200,13 @@ def _describe_config_error(error: jsonschema.ValidationError) -> str:
     if error.validator == "not" and "description" in schema:
         return f"{where}: {schema['description']}"
     if error.validator == "pattern" and "description" in schema:
+        field_name = str(error.absolute_path[-1]) if error.absolute_path else ""
+        if field_name.endswith("_env"):
+            # Where a variable's name belongs, the value may be the key itself.
+            return (
+                f"{where}: invalid variable name, not shown because it may be a key or "
+                f"secret; expected {schema['description']} Put the key or secret in that variable."
+            )
         return f"{where}: invalid value {error.instance!r}; expected {schema['description']}"
 
     return f"{where}: {error.message}"
@@ -157,6 +220,11 @@ def _build_events(
     events: dict[str, EventType] = {}
     validators: dict[str, PayloadValidator] = {}
     wire_types: dict[str, str] = {}
+    hookspecs: dict[str, str] = {}
+    referenced = ReferencedSchemas(
+        [user_schema, *((base / entry["schema"]) for entry in document.data["events"].values())]
+    )
+    user_schema_valid = _check_user_schema(document, user_schema, referenced, problems)
 
     for name, entry in document.data["events"].items():
         key_path: KeyPath = ("events", name)
@@ -167,7 +235,9 @@ def _build_events(
             hookspec=entry["hookspec"],
             schema_path=(base / entry["schema"]).resolve(),
             routing=_build_routing(entry["routing"]),
+            hook=_build_hook(entry.get("hook")),
         )
+        problems.extend(_hook_problems(document, key_path, event.hook))
         if event.type in wire_types:
             message = (
                 f"events/{name}/type: wire type {event.type!r} is already used by "
@@ -175,17 +245,44 @@ def _build_events(
             )
             problems.append(document.problem((*key_path, "type"), message))
         wire_types[event.type] = name
+        if event.hookspec in hookspecs:
+            message = (
+                f"events/{name}/hookspec: hook {event.hookspec!r} is already raised by "
+                f"{hookspecs[event.hookspec]!r}; each event needs its own hook"
+            )
+            problems.append(document.problem((*key_path, "hookspec"), message))
+        hookspecs[event.hookspec] = name
 
         try:
             _check_schema_file(event.schema_path)
-            validators[name] = PayloadValidator(name, user_schema, event.schema_path)
+            # A broken file that the schema reaches by $ref is reported at
+            # its own line below, once for all the events that use it.
+            if user_schema_valid and not referenced.broken_files(event.schema_path):
+                validators[name] = PayloadValidator(name, user_schema, event.schema_path)
         except SchemaLoadError as error:
             problems.append(
                 document.problem((*key_path, "schema"), f"events/{name}/schema: {error}")
             )
         events[name] = event
 
+    problems.extend(referenced.problems())
     return events, validators, user_schema
+
+
+def _check_user_schema(
+    document: YamlDocument,
+    path: Path,
+    referenced: ReferencedSchemas,
+    problems: list[ConfigProblem],
+) -> bool:
+    """Report a broken user schema once, at user_schema; return whether it is usable."""
+    try:
+        _check_schema_file(path)
+    except SchemaLoadError as error:
+        problems.append(document.problem(("user_schema",), f"user_schema: {error}"))
+        return False
+
+    return not referenced.broken_files(path)
 
 
 def _check_schema_file(path: Path) -> None:
@@ -196,6 +293,40 @@ def _check_schema_file(path: Path) -> None:
         where = "/".join(str(part) for part in error.path) or "(top level)"
         message = f"{path} is not a valid draft 2020-12 schema at {where}: {error.message}"
         raise SchemaLoadError(message) from error
+
+
+def _build_hook(entry: Mapping[str, Any] | None) -> HookBinding:
+    if entry is None:
+        return HookBinding()
+
+    return HookBinding(
+        arguments=tuple(entry["arguments"]),
+        user=entry["payload"]["user"],
+        data=entry["payload"]["data"],
+    )
+
+
+def _hook_problems(
+    document: YamlDocument, key_path: KeyPath, hook: HookBinding
+) -> list[ConfigProblem]:
+    problems = []
+    for index, argument in enumerate(hook.arguments):
+        if keyword.iskeyword(argument):
+            argument_path: KeyPath = (*key_path, "hook", "arguments", index)
+            where = "/".join(str(step) for step in argument_path)
+            message = f"{where}: {argument!r} is a Python keyword; choose another argument name"
+            problems.append(document.problem(argument_path, message))
+    for part in ("user", "data"):
+        argument = getattr(hook, part).split(".")[0]
+        if argument not in hook.arguments:
+            part_path: KeyPath = (*key_path, "hook", "payload", part)
+            where = "/".join(str(step) for step in part_path)
+            message = (
+                f"{where}: {argument!r} is not a hook argument; "
+                f"the arguments are {', '.join(hook.arguments)}"
+            )
+            problems.append(document.problem(part_path, message))
+    return problems
 
 
 def _build_routing(entry: Mapping[str, Any]) -> Routing:
@@ -210,7 +341,7 @@ def _build_routing(entry: Mapping[str, Any]) -> Routing:
 
 def _build_systems(
     document: YamlDocument,
-    events: Mapping[str, EventType],
+    events: Mapping[str, EventType] | None,
     delivery: DeliverySettings,
     environ: Mapping[str, str],
     problems: list[ConfigProblem],
@@ -239,8 +370,11 @@ def _build_systems(
         elif ue_id is not None:
             ue_ids[ue_id] = slug
 
-        _check_subscriptions(document, key_path, entry["events"], events, problems)
+        # Without a valid events.yaml there is nothing to check subscriptions against.
+        if events is not None:
+            _check_subscriptions(document, key_path, entry["events"], events, problems)
         url = _render_url(document, key_path, entry, environ, problems)
+        headers = _render_headers(document, key_path, entry, environ, problems)
         systems[slug] = System(
             slug=slug,
             name=entry["name"],
@@ -254,6 +388,7 @@ def _build_systems(
             delivery=reader.delivery(
                 entry.get("delivery") or {}, (*key_path, "delivery"), delivery
             ),
+            headers=headers,
             line=document.position((*key_path, "key_env"))[0],
         )
 
@@ -282,6 +417,46 @@ _TEMPLATES = jinja2.sandbox.ImmutableSandboxedEnvironment(
 )
 
 
+#: Headers that ue-flow or HTTP itself sets on every delivery, in lower
+#: case; systems.yaml cannot override them.
+RESERVED_HEADERS = frozenset(
+    {"content-type", "user-agent", "content-length", "host", "transfer-encoding"}
+)
+
+#: The prefix of the Standard Webhooks headers, which ue-flow sets.
+RESERVED_HEADER_PREFIX = "webhook-"
+
+
+def render_template(template: str, environ: Mapping[str, str]) -> str:
+    """Render a systems.yaml template with the environment available as ``env``.
+
+    Raises jinja2.TemplateError, and jinja2.UndefinedError for a name
+    that is not defined.
+    """
+    return _TEMPLATES.from_string(template).render(env=dict(environ)).strip()
+
+
+def _render_checked(
+    document: YamlDocument,
+    key_path: KeyPath,
+    template: str,
+    environ: Mapping[str, str],
+    problems: list[ConfigProblem],
+) -> str | None:
+    where = "/".join(str(part) for part in key_path)
+    try:
+        return render_template(template, environ)
+    except jinja2.UndefinedError as error:
+        message = (
+            f"{where}: template uses an undefined name ({error.message}); "
+            "set it in the environment or add | default('...')"
+        )
+        problems.append(document.problem(key_path, message))
+    except jinja2.TemplateError as error:
+        problems.append(document.problem(key_path, f"{where}: invalid template: {error}"))
+    return None
+
+
 def _render_url(
     document: YamlDocument,
     key_path: KeyPath,
@@ -290,27 +465,68 @@ def _render_url(
     problems: list[ConfigProblem],
 ) -> str:
     where = f"systems/{key_path[1]}/url"
-    try:
-        url = _TEMPLATES.from_string(entry["url"]).render(env=dict(environ)).strip()
-    except jinja2.UndefinedError as error:
-        message = (
-            f"{where}: template uses an undefined name ({error.message}); "
-            "set it in the environment or add | default('...')"
-        )
-        problems.append(document.problem((*key_path, "url"), message))
-        return ""
-    except jinja2.TemplateError as error:
-        problems.append(document.problem((*key_path, "url"), f"{where}: invalid template: {error}"))
+    url = _render_checked(document, (*key_path, "url"), entry["url"], environ, problems)
+    if url is None:
         return ""
 
-    problem = url_problem(url, allow_http=entry.get("allow_http", False))
+    problem = url_problem(
+        url,
+        allow_http=entry.get("allow_http", False),
+        allow_private_network=entry.get("allow_private_network", False),
+    )
     if problem:
         problems.append(document.problem((*key_path, "url"), f"{where}: {problem}"))
     return url
 
 
-def url_problem(url: str, *, allow_http: bool) -> str | None:
-    """Return why ``url`` cannot be a webhook URL, or None when it can."""
+def _render_headers(
+    document: YamlDocument,
+    key_path: KeyPath,
+    entry: Mapping[str, Any],
+    environ: Mapping[str, str],
+    problems: list[ConfigProblem],
+) -> tuple[tuple[str, str], ...]:
+    rendered: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    for name, template in (entry.get("headers") or {}).items():
+        header_path: KeyPath = (*key_path, "headers", name)
+        where = "/".join(str(part) for part in header_path)
+        lowered = name.lower()
+        if lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_HEADER_PREFIX):
+            message = (
+                f"{where}: header {name!r} is set by ue-flow on every delivery and cannot "
+                "be overridden; remove it"
+            )
+            problems.append(document.problem(header_path, message))
+            continue
+        if lowered in seen:
+            message = (
+                f"{where}: header {name!r} repeats {seen[lowered]!r}; "
+                "header names are case-insensitive, so keep one"
+            )
+            problems.append(document.problem(header_path, message))
+            continue
+        seen[lowered] = name
+
+        value = _render_checked(document, header_path, template, environ, problems)
+        if value is None:
+            continue
+        # The value is not quoted in the message because it may hold a secret.
+        if any((ord(char) < 0x20 and char != "\t") or ord(char) == 0x7F for char in value):
+            message = f"{where}: the rendered value contains a line break or control character"
+            problems.append(document.problem(header_path, message))
+            continue
+        rendered.append((name, value))
+
+    return tuple(rendered)
+
+
+def url_problem(url: str, *, allow_http: bool, allow_private_network: bool) -> str | None:
+    """Return why ``url`` cannot be a webhook URL, or None when it can.
+
+    Only what the URL itself shows is checked: a host name that resolves to
+    a private address is rejected when a delivery connects.
+    """
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -324,5 +540,11 @@ def url_problem(url: str, *, allow_http: bool) -> str | None:
         return f"URL {url!r} uses plain http; use https, or set allow_http: true for this system"
     if parts.username or parts.password:
         return "URL must not carry credentials; the system key travels in the envelope"
+    rejected = None if allow_private_network else host_problem(parts.hostname)
+    if rejected:
+        return (
+            f"URL {url!r} points at the {rejected}; use a public host, or set "
+            "allow_private_network: true for this system"
+        )
 
     return None

@@ -131,4 +131,5 @@ class SettingsReader:
             scheduler_interval_ms=self.duration(
                 entry, "scheduler_interval", key_path, defaults.scheduler_interval_ms
             ),
+            metrics=entry.get("metrics", defaults.metrics),
         )
