@@ -19,6 +19,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ue_flow tests bench
 	$(VENV)/bin/mypy ue_flow
+	$(VENV)/bin/ue-flow docs --check
 
 test: lint
 	$(VENV)/bin/pytest
