@@ -12,6 +12,7 @@ from dramatiq.middleware import CurrentMessage
 
 from .config import Config
 from .errors import PayloadError
+from .isolation import ProcessSlots
 from .routing import route
 from .sending import SystemSender
 from .state import StateStores
@@ -47,11 +48,12 @@ def declare_actors(
     config: Config,
     stores: StateStores,
     environ: Mapping[str, str],
+    process_slots: ProcessSlots,
 ) -> tuple[dramatiq.Actor[..., None], dict[str, dramatiq.Actor[..., None]]]:
     """Declare the router and one delivery actor per system on ``broker``."""
     deliverers = {
         slug: dramatiq.Actor(
-            _delivery_function(SystemSender(system, config, stores, environ)),
+            _delivery_function(SystemSender(system, config, stores, environ, process_slots)),
             broker=broker,
             actor_name=delivery_actor_name(slug),
             queue_name=delivery_queue(slug),

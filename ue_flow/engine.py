@@ -10,14 +10,16 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import dramatiq
+import pika.exceptions
 import redis
 from dramatiq.errors import BrokerError as DramatiqBrokerError
 
 from . import state
 from .actors import declare_actors
-from .broker import create_broker, namespace
+from .broker import create_broker, describe_broker_error, namespace
 from .config import Config
 from .errors import BrokerError, ConfigError, ConfigProblem, PayloadError
+from .isolation import ProcessSlots, ThreadShare
 from .loader import LoadedConfig, load_config
 from .maintenance import Maintenance
 from .payload import normalize
@@ -56,8 +58,10 @@ class Engine:
         self._loaded = loaded
         broker.add_middleware(DurableRetries(stores.scheduler, stores.dead_letters))
         broker.add_middleware(Maintenance(stores, self.config.workers))
+        process_slots = ProcessSlots()
+        broker.add_middleware(ThreadShare(process_slots, len(self.config.systems)))
         self.router, self.deliverers = declare_actors(
-            broker, self.config, stores, os.environ if environ is None else environ
+            broker, self.config, stores, os.environ if environ is None else environ, process_slots
         )
 
     @classmethod
@@ -114,8 +118,9 @@ class Engine:
                 if earlier is not None:
                     return earlier
             self._enqueue(message, idempotency_key, event_id)
-        except (redis.RedisError, DramatiqBrokerError, OSError) as error:
-            text = f"could not queue {event_name} event: {type(error).__name__}: {error}"
+        # Dramatiq wraps pika's errors, but a protocol error may come through bare.
+        except (redis.RedisError, DramatiqBrokerError, pika.exceptions.AMQPError, OSError) as error:
+            text = f"could not queue {event_name} event: {describe_broker_error(error)}"
             raise BrokerError(text) from error
 
         return event_id
@@ -170,13 +175,17 @@ def validate_event(
     return payload
 
 
-def _check_systems(config: Config, event_name: str, systems: Iterable[str]) -> None:
+def _check_systems(config: Config, event_name: str, systems: Any) -> None:
+    # ``systems`` arrives from the caller unchecked, so any value may reach here.
     if isinstance(systems, str):
         rule = f"systems must be a list of slugs, not the string {systems!r}"
         raise PayloadError(event_name, "systems", rule)
+    if isinstance(systems, bytes) or not isinstance(systems, Iterable):
+        rule = f"systems must be a list of slugs, not {type(systems).__name__} {systems!r}"
+        raise PayloadError(event_name, "systems", rule)
 
     for slug in systems:
-        if slug not in config.systems:
+        if not isinstance(slug, str) or slug not in config.systems:
             known = ", ".join(config.systems)
             raise PayloadError(event_name, "systems", f"unknown system {slug!r}; known: {known}")
 

@@ -3,24 +3,42 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import structlog
 
 _configured = False
 
+#: The level used when neither the caller nor UE_FLOW_LOG_LEVEL sets one.
+DEFAULT_LEVEL = "INFO"
 
-def configure_logging(level: int = logging.INFO, *, json_lines: bool | None = None) -> None:
+
+def level_from_environment() -> int:
+    """Return UE_FLOW_LOG_LEVEL (DEBUG, INFO, WARNING or ERROR) as a logging level."""
+    name = (os.environ.get("UE_FLOW_LOG_LEVEL") or DEFAULT_LEVEL).upper()
+    level = logging.getLevelNamesMapping().get(name)
+    if level is None:
+        message = f"ue-flow: invalid UE_FLOW_LOG_LEVEL {name!r}; using {DEFAULT_LEVEL}"
+        print(message, file=sys.stderr)
+        return logging.INFO
+    return level
+
+
+def configure_logging(level: int | None = None, *, json_lines: bool | None = None) -> None:
     """Configure structlog once per process.
 
-    Output is JSON lines unless standard error is a terminal; pass
-    ``json_lines`` to choose. Calling again has no effect.
+    ``level`` defaults to UE_FLOW_LOG_LEVEL, else INFO. Output is JSON
+    lines unless standard error is a terminal; pass ``json_lines`` to
+    choose. Calling again has no effect.
     """
     global _configured
     if _configured:
         return
     _configured = True
 
+    if level is None:
+        level = level_from_environment()
     if json_lines is None:
         json_lines = not sys.stderr.isatty()
     renderer: structlog.typing.Processor = (

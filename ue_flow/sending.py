@@ -13,6 +13,7 @@ from . import metrics
 from .config import Config, System
 from .delivery import Outcome, Sender
 from .envelope import envelope_body
+from .isolation import ProcessSlots
 from .outcomes import GONE, decide, jittered
 from .retries import GiveUp, RetryLater
 from .signing import signature_header
@@ -24,6 +25,11 @@ from .state.systems import CIRCUIT_OPEN, DISABLED, NO_SLOT
 #: How long a delivery waits when its system has all its slots in flight, in
 #: milliseconds, before jitter. It keeps its attempts.
 SLOT_WAIT_MS = 200
+
+#: Tries for an in-flight slot, and the pause in seconds between them, before
+#: a delivery is deferred by SLOT_WAIT_MS.
+SLOT_RETRIES = 3
+SLOT_RETRY_PAUSE_S = 0.015
 
 #: The reason of dead letters parked because their system is disabled;
 #: enabling the system queues them again.
@@ -45,9 +51,15 @@ class SystemSender:
     _http = Sender()
 
     def __init__(
-        self, system: System, config: Config, stores: StateStores, environ: Mapping[str, str]
+        self,
+        system: System,
+        config: Config,
+        stores: StateStores,
+        environ: Mapping[str, str],
+        process_slots: ProcessSlots,
     ) -> None:
         self.system = system
+        self.process_slots = process_slots
         self.config = config
         self.stores = stores
         self.environ = environ
@@ -66,7 +78,23 @@ class SystemSender:
     ) -> None:
         """Make one attempt, or raise RetryLater or GiveUp to say what comes next."""
         envelope: Envelope = (event_id, event_name, user, data, emitted_at_ms)
+        if not self.process_slots.acquire(self.system.slug):
+            wait_ms = jittered(SLOT_WAIT_MS, 0.5)
+            raise RetryLater("thread share of this process in use", wait_ms, consume_attempt=False)
+        try:
+            self._admit_and_send(envelope, retries, started_ms)
+        finally:
+            self.process_slots.release(self.system.slug)
+
+    def _admit_and_send(self, envelope: Envelope, retries: int, started_ms: int) -> None:
         admission = self.stores.systems.admit(self.system.slug, self.settings, _now_ms())
+        for _ in range(SLOT_RETRIES):
+            if admission.verdict != NO_SLOT:
+                break
+            # A healthy system frees a slot within milliseconds; deferring
+            # through the scheduler would cost hundreds.
+            time.sleep(SLOT_RETRY_PAUSE_S)
+            admission = self.stores.systems.admit(self.system.slug, self.settings, _now_ms())
         if admission.verdict == DISABLED:
             raise GiveUp(self._dead_letter(envelope, retries, None, DISABLED_REASON))
         if admission.verdict == CIRCUIT_OPEN:

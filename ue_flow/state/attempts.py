@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
@@ -93,7 +93,7 @@ class AttemptLog:
 
     def record_attempt(self, attempt: Attempt, pipe: redis.client.Pipeline | None = None) -> None:
         """Append ``attempt`` to the log, as part of ``pipe`` when given."""
-        fields = _encode(asdict(attempt))
+        fields = _encode(vars(attempt))
         with batch(self.client, pipe) as writes:
             writes.xadd(self._stream, fields, maxlen=self.max_attempts, approximate=True)  # type: ignore[arg-type]
 
@@ -101,7 +101,8 @@ class AttemptLog:
         """Store ``record`` whole, as part of ``pipe`` when given."""
         key = self._record_key(record.event_id, record.system)
         with batch(self.client, pipe) as writes:
-            writes.hset(key, mapping=_encode(asdict(record)))  # type: ignore[arg-type]
+            # vars() rather than asdict(), which would deep-copy the payload.
+            writes.hset(key, mapping=_encode(vars(record)))  # type: ignore[arg-type]
             writes.pexpire(key, self.retention_ms)
             writes.zadd(self._index, {f"{record.event_id}:{record.system}": record.updated_ms})
 
