@@ -18,12 +18,27 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pika
+import pika.exceptions
 import pytest
 import redis
 import yaml
 
+from ue_flow import state
+from ue_flow.broker import NOT_FOUND, create_broker
+from ue_flow.engine import Engine
+from ue_flow.loader import load_config
+from ue_flow.signing import generate_secret
+from ue_flow.state import StateStores
+
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("UE_FLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+#: The RabbitMQ server of the tests, without a vhost: each test adds its own.
+RABBITMQ_URL = os.environ.get("UE_FLOW_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
+
+#: The user that each test's vhost grants every permission to.
+RABBITMQ_USER = os.environ.get("UE_FLOW_TEST_RABBITMQ_USER", "guest")
 
 
 def free_port() -> int:
@@ -51,6 +66,104 @@ def namespace(redis_client: redis.Redis) -> Iterator[str]:
     keys = list(redis_client.scan_iter(match=f"{prefix}*", count=1000))
     if keys:
         redis_client.delete(*keys)
+
+
+@dataclass(frozen=True)
+class BrokerSetup:
+    """The broker of one test: ``kind`` is ``redis`` or ``rabbitmq``.
+
+    ``vhost`` is the RabbitMQ vhost made for the test, and None on Redis,
+    where the ``namespace`` key prefix keeps tests apart.
+    """
+
+    kind: str
+    url: str
+    vhost: str | None = None
+
+
+#: The broker of tests that do not ask for the ``broker`` fixture.
+REDIS_BROKER = BrokerSetup("redis", REDIS_URL)
+
+
+def rabbitmqctl(*args: str) -> None:
+    """Run ``rabbitmqctl`` with ``args``, failing the test with its output on error."""
+    try:
+        result = subprocess.run(
+            ["rabbitmqctl", *args], capture_output=True, text=True, timeout=60, check=False
+        )
+    except FileNotFoundError:
+        pytest.fail("rabbitmqctl is not installed; the RabbitMQ tests need a local RabbitMQ")
+    if result.returncode != 0:
+        pytest.fail(
+            f"rabbitmqctl {' '.join(args)} failed with status {result.returncode}:\n"
+            f"{result.stdout}{result.stderr}\n.ci/run starts RabbitMQ when it is not answering"
+        )
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker(request: pytest.FixtureRequest) -> Iterator[BrokerSetup]:
+    """Run the test on Redis, then on RabbitMQ in a vhost of its own, deleted afterwards."""
+    if request.param == "redis":
+        yield REDIS_BROKER
+        return
+
+    vhost = f"ue_flow_test_{uuid.uuid4().hex[:12]}"
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, RABBITMQ_USER, ".*", ".*", ".*")
+        yield BrokerSetup("rabbitmq", f"{RABBITMQ_URL}/{vhost}", vhost)
+    finally:
+        # Deleting the vhost also deletes its queues and closes its connections.
+        rabbitmqctl("delete_vhost", vhost)
+
+
+def rabbitmq_queue_length(url: str, queue_name: str) -> int:
+    """Return how many ready messages ``queue_name`` holds; 0 when it does not exist."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        declared = connection.channel().queue_declare(queue=queue_name, passive=True)
+        return int(declared.method.message_count)
+    except pika.exceptions.ChannelClosedByBroker as error:
+        if error.reply_code == NOT_FOUND:
+            return 0
+        raise
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+def rabbitmq_peek(url: str, queue_name: str) -> list[bytes]:
+    """Return the bodies of the ready messages in ``queue_name``, leaving them queued.
+
+    The messages are fetched without acknowledgement, so closing the
+    connection returns them to the queue.
+    """
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        bodies = []
+        while True:
+            method, _, body = channel.basic_get(queue_name, auto_ack=False)
+            if method is None:
+                return bodies
+            bodies.append(body)
+    finally:
+        connection.close()
+
+
+def build_engine(env: dict[str, str]) -> Engine:
+    """Return an application-side engine on the broker, Redis and key prefix of ``env``."""
+    loaded = load_config(env["UE_FLOW_CONFIG"])
+    key_prefix = env["UE_FLOW_NAMESPACE"]
+    if env["UE_FLOW_BROKER_URL"] == REDIS_URL:
+        return Engine.for_redis(loaded, REDIS_URL, key_prefix)
+
+    broker = create_broker(
+        env["UE_FLOW_BROKER_URL"],
+        heartbeat_timeout_ms=loaded.config.workers.heartbeat_timeout_ms,
+    )
+    client = state.connect(env["UE_FLOW_REDIS_URL"])
+    return Engine(loaded, broker, StateStores.open(client, key_prefix, loaded.config))
 
 
 @dataclass
@@ -174,8 +287,20 @@ def write_config(
 
 
 @pytest.fixture
-def worker_env(tmp_path: Path, namespace: str, receivers: dict[str, Receiver]) -> dict[str, str]:
-    """The environment of an application and its workers for one test."""
+def worker_env(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    namespace: str,
+    receivers: dict[str, Receiver],
+) -> dict[str, str]:
+    """The environment of an application and its workers for one test.
+
+    The broker is Redis unless the test requests the ``broker`` fixture,
+    which runs it on each broker in turn.
+    """
+    broker: BrokerSetup = (
+        request.getfixturevalue("broker") if "broker" in request.fixturenames else REDIS_BROKER
+    )
     config = write_config(
         tmp_path,
         schedule=["100ms", "200ms", "300ms"],
@@ -190,7 +315,7 @@ def worker_env(tmp_path: Path, namespace: str, receivers: dict[str, Receiver]) -
     env = dict(os.environ)
     env.update(
         UE_FLOW_CONFIG=str(config),
-        UE_FLOW_BROKER_URL=REDIS_URL,
+        UE_FLOW_BROKER_URL=broker.url,
         UE_FLOW_NAMESPACE=namespace,
         UE_FLOW_KEY_MITXONLINE="key-mitxonline-" + uuid.uuid4().hex,
         UE_FLOW_KEY_LEARN="key-learn-" + uuid.uuid4().hex,
@@ -206,8 +331,15 @@ def worker_env(tmp_path: Path, namespace: str, receivers: dict[str, Receiver]) -
         dramatiq_prom_port=str(free_port()),
         dramatiq_prom_db=str(metrics_dir),
     )
-    env.pop("UE_FLOW_SECRET_MITXONLINE", None)
-    env.pop("UE_FLOW_SECRET_LEARN", None)
+    # Workers refuse to start without the signing secrets systems.yaml names.
+    env["UE_FLOW_SECRET_MITXONLINE"] = generate_secret()
+    env["UE_FLOW_SECRET_LEARN"] = generate_secret()
+    # The delivery state stays in the test's Redis under ``namespace`` on
+    # either broker; on Redis it comes from the broker URL.
+    if broker.kind == "rabbitmq":
+        env["UE_FLOW_REDIS_URL"] = REDIS_URL
+    else:
+        env.pop("UE_FLOW_REDIS_URL", None)
     return env
 
 

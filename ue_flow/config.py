@@ -239,6 +239,11 @@ class System:
     events: frozenset[str]
     key_env: str
     secret_env: str | None = None
+    #: During a rotation, the variable holding the previous signing secret,
+    #: which also signs every delivery until ``previous_secret_expires_ms``
+    #: (Unix epoch milliseconds).
+    previous_secret_env: str | None = None
+    previous_secret_expires_ms: int | None = None
     ue_id: int | None = None
     allow_http: bool = False
     allow_private_network: bool = False

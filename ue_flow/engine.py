@@ -25,6 +25,7 @@ from .maintenance import Maintenance
 from .payload import normalize
 from .retries import DurableRetries
 from .routing import owners
+from .signing import parse_secret
 from .state import StateStores
 
 
@@ -118,7 +119,7 @@ class Engine:
                 if earlier is not None:
                     return earlier
             self._enqueue(message, idempotency_key, event_id)
-        # Dramatiq wraps pika's errors, but a protocol error may come through bare.
+        # Dramatiq wraps pika's connection and channel errors, not its other errors.
         except (redis.RedisError, DramatiqBrokerError, pika.exceptions.AMQPError, OSError) as error:
             text = f"could not queue {event_name} event: {describe_broker_error(error)}"
             raise BrokerError(text) from error
@@ -191,22 +192,39 @@ def _check_systems(config: Config, event_name: str, systems: Any) -> None:
 
 
 def check_keys(config: Config, environ: Mapping[str, str] | None = None) -> None:
-    """Raise ConfigError naming every unset key variable of a subscribed system."""
+    """Raise ConfigError naming every unset key variable and invalid secret variable.
+
+    Messages name the variables, never their values.
+    """
     environ = os.environ if environ is None else environ
     systems_file = config.directory / "systems.yaml"
-    problems = [
-        ConfigProblem(
-            systems_file,
-            system.line,
-            1,
-            f"system {system.slug!r}: environment variable {system.key_env} is not set; "
-            "set it to the system's shared key before starting workers",
-        )
-        for system in config.systems.values()
-        if system.events and not environ.get(system.key_env)
-    ]
+    problems = []
+    for system in config.systems.values():
+        where = f"system {system.slug!r}: environment variable"
+        if system.events and not environ.get(system.key_env):
+            message = (
+                f"{where} {system.key_env} is not set; "
+                "set it to the system's shared key before starting workers"
+            )
+            problems.append(ConfigProblem(systems_file, system.line, 1, message))
+        for variable in (system.secret_env, system.previous_secret_env):
+            problem = _secret_problem(environ, variable) if variable else None
+            if problem:
+                problems.append(ConfigProblem(systems_file, system.line, 1, f"{where} {problem}"))
     if problems:
         raise ConfigError(problems)
+
+
+def _secret_problem(environ: Mapping[str, str], variable: str) -> str | None:
+    value = environ.get(variable, "")
+    if not value.split():
+        return f"{variable} is not set; set it to the signing secret (whsec_...)"
+    for secret in value.split():
+        try:
+            parse_secret(secret)
+        except ValueError as error:
+            return f"{variable} holds an invalid signing secret: {error}"
+    return None
 
 
 _default_engine: Engine | None = None

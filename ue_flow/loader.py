@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -128,7 +129,7 @@ def _load_checked(
 
     problems.extend(_literal_secrets(document, document.data, ()))
     validator = config_schema_validator(schema_name)
-    errors = sorted(validator.iter_errors(document.data), key=lambda found: list(found.path))
+    errors = sorted(validator.iter_errors(document.data), key=_error_order)
     for schema_error in errors:
         key_path: KeyPath = tuple(schema_error.absolute_path)
         if schema_error.validator == "additionalProperties" and isinstance(
@@ -138,6 +139,12 @@ def _load_checked(
         else:
             problems.append(document.problem(key_path, _describe_config_error(schema_error)))
     return None if errors else document
+
+
+def _error_order(error: jsonschema.ValidationError) -> list[tuple[int, int | str]]:
+    # A YAML key may be an int, a bool or null as well as a string, and
+    # Python cannot compare those, so indexes sort as numbers and keys as text.
+    return [(0, part) if isinstance(part, int) else (1, str(part)) for part in error.path]
 
 
 #: A Standard Webhooks signing secret written out in a problem message.
@@ -293,6 +300,9 @@ def _check_schema_file(path: Path) -> None:
         where = "/".join(str(part) for part in error.path) or "(top level)"
         message = f"{path} is not a valid draft 2020-12 schema at {where}: {error.message}"
         raise SchemaLoadError(message) from error
+    except RecursionError:
+        # jsonschema checks nested schemas recursively.
+        raise SchemaLoadError(f"{path} is nested too deeply to check as a schema") from None
 
 
 def _build_hook(entry: Mapping[str, Any] | None) -> HookBinding:
@@ -382,6 +392,8 @@ def _build_systems(
             events=frozenset(entry["events"]),
             key_env=entry["key_env"],
             secret_env=entry.get("secret_env"),
+            previous_secret_env=entry.get("previous_secret_env"),
+            previous_secret_expires_ms=_expiry_ms(document, key_path, entry, problems),
             ue_id=ue_id,
             allow_http=entry.get("allow_http", False),
             allow_private_network=entry.get("allow_private_network", False),
@@ -393,6 +405,31 @@ def _build_systems(
         )
 
     return systems
+
+
+def _expiry_ms(
+    document: YamlDocument,
+    key_path: KeyPath,
+    entry: Mapping[str, Any],
+    problems: list[ConfigProblem],
+) -> int | None:
+    text = entry.get("previous_secret_expires")
+    if text is None:
+        return None
+
+    where = f"systems/{key_path[1]}/previous_secret_expires"
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        message = (
+            f"{where}: invalid time {text!r}; expected ISO 8601 with a time zone, "
+            "such as 2027-01-15T00:00:00Z"
+        )
+        problems.append(document.problem((*key_path, "previous_secret_expires"), message))
+        return None
+    return int(when.timestamp() * 1000)
 
 
 def _check_subscriptions(

@@ -138,11 +138,17 @@ class SystemSender:
         )
 
     def _secrets(self) -> list[str]:
-        # During a rotation the variable holds several secrets separated by
-        # spaces, and each delivery carries one signature per secret.
-        if self.system.secret_env is None:
+        # Each delivery carries one signature per active secret: the current
+        # one, and during a rotation the previous one until it expires. The
+        # current variable may also hold several secrets separated by spaces.
+        system = self.system
+        if system.secret_env is None:
             return []
-        return self.environ.get(self.system.secret_env, "").split()
+        secrets = self.environ.get(system.secret_env, "").split()
+        expires_ms = system.previous_secret_expires_ms
+        if system.previous_secret_env and expires_ms is not None and _now_ms() < expires_ms:
+            secrets.extend(self.environ.get(system.previous_secret_env, "").split())
+        return secrets
 
     def _judge(
         self, envelope: Envelope, outcome: Outcome, retries: int, started_ms: int, token: str
