@@ -15,10 +15,18 @@ import redis
 import requests
 
 import ue_flow
-from tests.conftest import REDIS_URL, ROOT, Receiver, load_example
+from tests.conftest import (
+    ROOT,
+    BrokerSetup,
+    Receiver,
+    build_engine,
+    load_example,
+    rabbitmq_peek,
+    rabbitmq_queue_length,
+    rabbitmqctl,
+)
 from ue_flow import engine as engine_module
 from ue_flow.engine import Engine
-from ue_flow.loader import load_config
 from ue_flow.worker import EXIT_CONFIG
 
 pytestmark = pytest.mark.slow
@@ -26,16 +34,18 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def app_engine(worker_env: dict[str, str]) -> Engine:
-    """The application side: an engine on the test's Redis key prefix."""
-    loaded = load_config(worker_env["UE_FLOW_CONFIG"])
-    return Engine.for_redis(loaded, REDIS_URL, worker_env["UE_FLOW_NAMESPACE"])
+    """The application side: an engine on the test's broker and Redis key prefix."""
+    return build_engine(worker_env)
 
 
 @pytest.fixture
 def default_emit(worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """``ue_flow.emit`` configured from this test's environment."""
-    for name in ("UE_FLOW_CONFIG", "UE_FLOW_BROKER_URL", "UE_FLOW_NAMESPACE"):
-        monkeypatch.setenv(name, worker_env[name])
+    for name in ("UE_FLOW_CONFIG", "UE_FLOW_BROKER_URL", "UE_FLOW_NAMESPACE", "UE_FLOW_REDIS_URL"):
+        if name in worker_env:
+            monkeypatch.setenv(name, worker_env[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(engine_module, "_default_engine", None)
     yield
     monkeypatch.setattr(engine_module, "_default_engine", None)
@@ -48,6 +58,7 @@ def _line_ids(request_envelope: dict[str, object]) -> list[int]:
 
 
 def test_post_sale_split_by_system(
+    broker: BrokerSetup,
     app_engine: Engine, worker_env: dict[str, str], receivers: dict[str, Receiver], start_worker
 ) -> None:
     start_worker(worker_env)
@@ -77,6 +88,7 @@ def test_post_sale_split_by_system(
 
 
 def test_retry_after_two_500s(
+    broker: BrokerSetup,
     app_engine: Engine, worker_env: dict[str, str], receivers: dict[str, Receiver], start_worker
 ) -> None:
     receivers["mitxonline"].statuses = [500, 500]
@@ -91,6 +103,7 @@ def test_retry_after_two_500s(
 
 
 def test_redirect_not_followed(
+    broker: BrokerSetup,
     app_engine: Engine, worker_env: dict[str, str], receivers: dict[str, Receiver], start_worker
 ) -> None:
     # A 301 counts as a failure: the retry goes to the configured URL again.
@@ -104,6 +117,7 @@ def test_redirect_not_followed(
 
 
 def test_every_example_delivered(
+    broker: BrokerSetup,
     default_emit: None, worker_env: dict[str, str], receivers: dict[str, Receiver], start_worker
 ) -> None:
     start_worker(worker_env)
@@ -122,7 +136,7 @@ def test_every_example_delivered(
 
 
 def test_invalid_payload_queues_nothing(
-    app_engine: Engine, namespace: str, redis_client: redis.Redis
+    broker: BrokerSetup, app_engine: Engine, namespace: str, redis_client: redis.Redis
 ) -> None:
     payload = load_example("post_sale", "two_systems")
     payload["data"]["lines"][0]["unit_price"] = 75.0
@@ -131,11 +145,18 @@ def test_invalid_payload_queues_nothing(
         app_engine.emit("post_sale", **payload)
 
     assert list(redis_client.scan_iter(match=f"{namespace}*")) == []
+    if broker.kind == "rabbitmq":
+        assert rabbitmq_queue_length(broker.url, "events") == 0
     app_engine.emit("post_sale", **load_example("post_sale", "two_systems"))
-    assert redis_client.llen(f"{namespace}:events") == 1
+    if broker.kind == "redis":
+        assert redis_client.llen(f"{namespace}:events") == 1
+    else:
+        assert rabbitmq_queue_length(broker.url, "events") == 1
 
 
-def test_worker_requires_key_variable(worker_env: dict[str, str], tmp_path: Path) -> None:
+def test_worker_requires_key_variable(
+    broker: BrokerSetup, worker_env: dict[str, str], tmp_path: Path
+) -> None:
     env = dict(worker_env)
     del env["UE_FLOW_KEY_LEARN"]
 
@@ -154,27 +175,32 @@ def test_worker_requires_key_variable(worker_env: dict[str, str], tmp_path: Path
 
 
 def test_key_absent_from_broker(
+    broker: BrokerSetup,
     app_engine: Engine,
     worker_env: dict[str, str],
     receivers: dict[str, Receiver],
     namespace: str,
     redis_client: redis.Redis,
 ) -> None:
-    # No worker runs, so the routed message stays in Redis to be inspected.
+    # No worker runs, so the message stays on the broker to be inspected.
     app_engine.emit("post_sale", **load_example("post_sale", "two_systems"))
 
-    stored = b"".join(
-        value
-        for key in redis_client.scan_iter(match=f"{namespace}*")
-        if redis_client.type(key) == b"hash"
-        for value in redis_client.hvals(key)
-    )
+    if broker.kind == "redis":
+        stored = b"".join(
+            value
+            for key in redis_client.scan_iter(match=f"{namespace}*")
+            if redis_client.type(key) == b"hash"
+            for value in redis_client.hvals(key)
+        )
+    else:
+        stored = b"".join(rabbitmq_peek(broker.url, "events"))
     assert b"mitol-production-42" in stored
     assert worker_env["UE_FLOW_KEY_MITXONLINE"].encode() not in stored
     assert worker_env["UE_FLOW_KEY_LEARN"].encode() not in stored
 
 
 def test_worker_exports_metrics(
+    broker: BrokerSetup,
     app_engine: Engine, worker_env: dict[str, str], receivers: dict[str, Receiver], start_worker
 ) -> None:
     start_worker(worker_env)
@@ -195,3 +221,21 @@ def test_worker_exports_metrics(
     assert 'ue_flow_deliveries_total{outcome="delivered",system="learn"} 1.0' in text
     assert 'ue_flow_delivery_latency_seconds_count{system="learn"} 1.0' in text
     assert "dramatiq_messages_total" in text
+
+
+@pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
+def test_rejected_publish_raises(broker: BrokerSetup, app_engine: Engine) -> None:
+    # A queue that takes no message makes RabbitMQ nack the publish, which
+    # only publisher confirms turn into an error.
+    assert broker.vhost is not None
+    policy = '{"max-length": 0, "overflow": "reject-publish"}'
+    rabbitmqctl("set_policy", "-p", broker.vhost, "reject", "^events$", policy)
+    payload = load_example("basket_add", "add_course")
+
+    with pytest.raises(ue_flow.BrokerError, match="RabbitMQ rejected the message"):
+        app_engine.emit("basket_add", **payload, idempotency_key="basket-1")
+
+    rabbitmqctl("clear_policy", "-p", broker.vhost, "reject")
+    event_id = app_engine.emit("basket_add", **payload, idempotency_key="basket-1")
+    assert event_id.startswith("evt_")
+    assert rabbitmq_queue_length(broker.url, "events") == 1

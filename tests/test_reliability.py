@@ -13,9 +13,16 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import REDIS_URL, Receiver, Worker, load_example, write_config
+from tests.conftest import (
+    BrokerSetup,
+    Receiver,
+    Worker,
+    build_engine,
+    load_example,
+    rabbitmq_queue_length,
+    write_config,
+)
 from ue_flow.engine import Engine
-from ue_flow.loader import load_config
 from ue_flow.sending import DISABLED_REASON
 
 pytestmark = pytest.mark.slow
@@ -50,7 +57,7 @@ def custom_env(
 
 
 def engine_for(env: dict[str, str]) -> Engine:
-    return Engine.for_redis(load_config(env["UE_FLOW_CONFIG"]), REDIS_URL, env["UE_FLOW_NAMESPACE"])
+    return build_engine(env)
 
 
 def ue_flow_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -73,6 +80,7 @@ def emit_basket(engine: Engine) -> str:
 
 
 def test_gone_disables_and_parks(
+    broker: BrokerSetup,
     worker_env: dict[str, str], tmp_path: Path, receivers: dict[str, Receiver], start_worker
 ) -> None:
     env = custom_env(worker_env, tmp_path)
@@ -179,6 +187,7 @@ def test_give_up_on_status(
 
 
 def test_dead_letter_then_replay(
+    broker: BrokerSetup,
     worker_env: dict[str, str], tmp_path: Path, receivers: dict[str, Receiver], start_worker
 ) -> None:
     env = custom_env(worker_env, tmp_path, retry={"schedule": ["100ms"], "jitter": 0})
@@ -243,6 +252,7 @@ def test_attempt_log_lists_attempts(
 
 
 def test_redeliver_sends_again(
+    broker: BrokerSetup,
     worker_env: dict[str, str], tmp_path: Path, receivers: dict[str, Receiver], start_worker
 ) -> None:
     env = custom_env(worker_env, tmp_path)
@@ -259,7 +269,11 @@ def test_redeliver_sends_again(
 
 
 def test_idempotent_emit(
-    worker_env: dict[str, str], namespace: str, redis_client: redis.Redis, tmp_path: Path
+    broker: BrokerSetup,
+    worker_env: dict[str, str],
+    namespace: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
 ) -> None:
     engine = engine_for(custom_env(worker_env, tmp_path))
     payload = load_example("basket_add", "add_course")
@@ -270,11 +284,18 @@ def test_idempotent_emit(
 
     assert again == first
     assert other != first
-    assert redis_client.llen(f"{namespace}:events") == 2
+    if broker.kind == "redis":
+        assert redis_client.llen(f"{namespace}:events") == 2
+    else:
+        assert rabbitmq_queue_length(broker.url, "events") == 2
 
 
 def test_worker_killed_mid_delivery(
-    worker_env: dict[str, str], tmp_path: Path, receivers: dict[str, Receiver], start_worker
+    broker: BrokerSetup,
+    worker_env: dict[str, str],
+    tmp_path: Path,
+    receivers: dict[str, Receiver],
+    start_worker,
 ) -> None:
     env = custom_env(worker_env, tmp_path, delivery={"read_timeout": "20s"})
     mitx = receivers["mitxonline"]
@@ -290,11 +311,14 @@ def test_worker_killed_mid_delivery(
     requests = mitx.wait_for(2, timeout=60)
     assert len(requests) == 2
     assert requests[1].headers["webhook-id"] == event_id
-    # Heartbeat timeout (3 s) plus a sweep (0.5 s), with room for a slow machine.
+    # On Redis, the heartbeat timeout (3 s) plus a sweep (0.5 s); RabbitMQ
+    # queues the message again when the killed worker's connection closes.
+    # Both bounds leave room for a slow machine.
     assert mitx.arrivals[1] - killed_at < 30
 
 
 def test_scheduled_retry_survives_restart(
+    broker: BrokerSetup,
     worker_env: dict[str, str],
     tmp_path: Path,
     receivers: dict[str, Receiver],
@@ -321,6 +345,7 @@ def test_scheduled_retry_survives_restart(
 
 
 def test_hanging_peer_spares_healthy(
+    broker: BrokerSetup,
     worker_env: dict[str, str], tmp_path: Path, receivers: dict[str, Receiver], start_worker
 ) -> None:
     systems = {"learn": {"delivery": {"read_timeout": "2s", "max_in_flight": 2}}}

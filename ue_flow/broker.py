@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 
 import dramatiq
+import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import CurrentMessage, Middleware, Retries, default_middleware
 
 from .errors import ConfigError, ConfigProblem
@@ -18,6 +20,9 @@ DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 #: The prefix of every Redis key ue-flow writes, so that it can share a
 #: Redis server with other Dramatiq applications.
 DEFAULT_NAMESPACE = "ue_flow"
+
+#: The AMQP reply code of a passive declare of a queue that does not exist.
+NOT_FOUND = 404
 
 
 def broker_url() -> str:
@@ -58,7 +63,9 @@ def create_broker(
             url=url, namespace=key_prefix or namespace(), middleware=broker_middleware(), **options
         )
     elif url.startswith(("amqp://", "amqps://")):
-        # Publisher confirms make a publish that the server did not take raise.
+        # With publisher confirms, enqueue waits for RabbitMQ to acknowledge
+        # each publish, so a nack, a returned message or a lost connection
+        # raises ConnectionClosed instead of losing the message.
         broker = RabbitmqBroker(url=url, confirm_delivery=True, middleware=broker_middleware())
     else:
         scheme = url.split(":", 1)[0]
@@ -69,3 +76,51 @@ def create_broker(
         raise ConfigError([ConfigProblem(Path("UE_FLOW_BROKER_URL"), 0, 0, message)])
 
     return broker
+
+
+def count_queued(broker: dramatiq.Broker, queue_name: str) -> int | None:
+    """Return how many messages wait in ``queue_name``, or None for other brokers.
+
+    Messages that a worker has fetched but not yet acknowledged are not
+    counted, on Redis as on RabbitMQ. A RabbitMQ queue that does not
+    exist yet counts as empty. Raises ConnectionClosed when RabbitMQ
+    cannot be reached.
+    """
+    if isinstance(broker, RedisBroker):
+        return int(broker.client.llen(f"{broker.namespace}:{queue_name}"))
+    if not isinstance(broker, RabbitmqBroker):
+        return None
+
+    try:
+        # A passive declare only reads the queue's state; it never creates it.
+        declared = broker.channel.queue_declare(queue=queue_name, passive=True)
+    except pika.exceptions.ChannelClosedByBroker as error:
+        # The server closes the channel when the queue is missing.
+        del broker.channel
+        if error.reply_code == NOT_FOUND:
+            return 0
+        raise ConnectionClosed(error) from error
+    except pika.exceptions.AMQPError as error:
+        del broker.connection
+        raise ConnectionClosed(error) from error
+
+    return int(declared.method.message_count)
+
+
+def describe_broker_error(error: BaseException) -> str:
+    """Return a one-line account of a failed enqueue, naming the error class.
+
+    Dramatiq's RabbitMQ broker wraps pika's connection and channel errors
+    in ConnectionClosed. That includes the nack and the returned message
+    that publisher confirms add, and those two are spelled out.
+    """
+    cause = getattr(error, "message", None) if isinstance(error, ConnectionClosed) else None
+    if isinstance(cause, pika.exceptions.NackError):
+        return (
+            "RabbitMQ rejected the message (publisher confirm nack), for example because "
+            "a queue length limit rejects new messages"
+        )
+    if isinstance(cause, pika.exceptions.UnroutableError):
+        return "RabbitMQ returned the message as unroutable: its queue could not be declared"
+
+    return f"{type(error).__name__}: {error}"

@@ -13,8 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from dramatiq.errors import BrokerError as DramatiqBrokerError
 
 from ..actors import delivery_queue, send_delivery
+from ..broker import count_queued, describe_broker_error
 from ..config import parse_duration
 from ..engine import Engine
 from ..errors import BrokerError, ConfigError
@@ -133,6 +135,14 @@ def _guarded(run: Any) -> Any:
             status: int = run(args)
         except (redis.RedisError, BrokerError) as error:
             print(f"error: cannot reach Redis: {type(error).__name__}: {error}", file=sys.stderr)
+            return EXIT_INVALID
+        except DramatiqBrokerError as error:
+            # Replays and redeliveries queue messages, and `systems` counts them.
+            text = (
+                f"error: cannot reach the broker: {describe_broker_error(error)}; "
+                "check UE_FLOW_BROKER_URL"
+            )
+            print(text, file=sys.stderr)
             return EXIT_INVALID
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
@@ -376,13 +386,10 @@ def run_systems(args: argparse.Namespace) -> int:
 
 
 def _pending(engine: Engine, slug: str) -> int:
+    # Scheduled retries plus the messages waiting in the broker's queue;
+    # messages a worker has fetched but not acknowledged are not counted.
     queue = delivery_queue(slug)
-    waiting = engine.stores.scheduler.count(queue)
-    # Only the Redis broker's queues can be counted from here.
-    namespace = getattr(engine.broker, "namespace", None)
-    if namespace is not None:
-        waiting += int(engine.stores.client.llen(f"{namespace}:{queue}"))
-    return waiting
+    return engine.stores.scheduler.count(queue) + (count_queued(engine.broker, queue) or 0)
 
 
 def _change_system(engine: Engine, action: str, slug: str | None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis
 
@@ -21,22 +22,31 @@ from .idempotency import IdempotencyKeys
 from .scheduler import RetryScheduler
 from .systems import SystemStates
 
+#: The URL schemes redis-py connects to.
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
 
 def state_redis_url() -> str:
     """Return UE_FLOW_REDIS_URL, else the broker URL when it is a Redis URL.
 
     With a RabbitMQ broker, the delivery state still needs Redis, so
-    UE_FLOW_REDIS_URL must then be set.
+    UE_FLOW_REDIS_URL must then be set. Raises ConfigError when it is
+    missing or is not a Redis URL.
     """
     url = os.environ.get("UE_FLOW_REDIS_URL")
     if url:
+        if not url.startswith(REDIS_SCHEMES):
+            scheme = url.split(":", 1)[0]
+            message = (
+                f"UE_FLOW_REDIS_URL has unsupported scheme {scheme!r}; the delivery state "
+                "needs Redis, so use redis://host:port/db"
+            )
+            raise ConfigError([ConfigProblem(Path("UE_FLOW_REDIS_URL"), 0, 0, message)])
         return url
 
     broker = broker_url()
-    if broker.startswith(("redis://", "rediss://", "unix://")):
+    if broker.startswith(REDIS_SCHEMES):
         return broker
-
-    from pathlib import Path
 
     message = (
         "UE_FLOW_REDIS_URL is not set: with a RabbitMQ broker, ue-flow keeps retries, dead "
