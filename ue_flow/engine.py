@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -107,6 +108,10 @@ class Engine:
         PayloadError when the payload is invalid and BrokerError when the
         broker cannot take it; in both cases nothing was queued.
         """
+        if systems is not None and not isinstance(systems, str | bytes):
+            # A generator would be used up by validation and route to nobody.
+            with contextlib.suppress(TypeError):
+                systems = list(systems)
         payload = self.validate(event_name, user=user, data=data, systems=systems)
         only = sorted(systems) if systems is not None else None
         event_id = new_event_id()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import decimal
 import math
+import sys
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -10,6 +12,21 @@ from typing import Any
 from .errors import PayloadError
 
 _TWO_PLACES = Decimal("0.01")
+
+#: Amounts are quantized in this context rather than the caller's, so an
+#: application's decimal settings cannot change them: 28 significant digits
+#: (Python's default precision), and an error where a result would not fit.
+_MONEY_CONTEXT = decimal.Context(prec=28, traps=[decimal.InvalidOperation])
+
+#: The deepest nesting of lists and mappings a payload may have. Normalizing,
+#: jsonschema and a receiver's ``json.loads`` recurse at least once per
+#: level, and Python raises RecursionError at 1000 frames by default.
+MAX_DEPTH = 100
+
+#: An integer of at most this many bits has at most 4215 decimal digits, so
+#: it converts to text under Python's default limit of 4300 digits
+#: (``sys.int_info.default_max_str_digits``) without being tried.
+_SAFE_INT_BITS = 14_000
 
 
 def normalize(event_name: str, value: Any, path: str = "$") -> Any:
@@ -19,31 +36,73 @@ def normalize(event_name: str, value: Any, path: str = "$") -> Any:
     one with more places keeps them, so money's schema rejects it instead
     of the engine rounding somebody's cents away. Floats pass through and
     the schemas reject them where money is expected. Values JSON cannot
-    carry raise PayloadError. A value that is plain JSON already is
-    returned as it is, not copied.
+    carry raise PayloadError, and so do strings with a lone surrogate
+    (UTF-8 cannot encode them), integers longer than Python's int to str
+    limit and nesting deeper than ``MAX_DEPTH``. A value that is plain
+    JSON already is returned as it is, not copied.
     """
-    if _is_plain_json(value):
+    if _is_plain_json(value, 0):
         return value
-    return _convert(event_name, value, path)
+    return _convert(event_name, value, path, 0)
 
 
-def _is_plain_json(value: Any) -> bool:
+def _is_plain_json(value: Any, depth: int) -> bool:
     # The common case, checked without building the JSON paths that only an
     # error message needs; exact type checks keep subclasses on the slow path.
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind is str:
+        return _is_utf8(value)
+    if kind is int:
+        return _is_writable_int(value)
+    if kind is bool or value is None:
         return True
-    if kind is dict:
-        return all(type(key) is str and _is_plain_json(item) for key, item in value.items())
-    if kind is list:
-        return all(_is_plain_json(item) for item in value)
     if kind is float:
         return math.isfinite(value)
+    if depth >= MAX_DEPTH:
+        return False
+    if kind is dict:
+        return all(
+            type(key) is str and _is_utf8(key) and _is_plain_json(item, depth + 1)
+            for key, item in value.items()
+        )
+    if kind is list:
+        return all(_is_plain_json(item, depth + 1) for item in value)
     return False
 
 
-def _convert(event_name: str, value: Any, path: str) -> Any:
-    if value is None or isinstance(value, str | bool | int):
+def _is_utf8(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_writable_int(value: int) -> bool:
+    if value.bit_length() <= _SAFE_INT_BITS:
+        return True
+    try:
+        int.__repr__(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _convert(event_name: str, value: Any, path: str, depth: int) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if not _is_utf8(value):
+            rule = f"{value!r} contains a lone surrogate, which UTF-8 cannot encode"
+            raise PayloadError(event_name, path, rule)
+        return value
+    if isinstance(value, int):
+        if not _is_writable_int(value):
+            limit = sys.get_int_max_str_digits()
+            rule = f"the integer has more than {limit} digits, too many for Python's json module"
+            raise PayloadError(event_name, path, rule)
         return value
     if isinstance(value, Decimal):
         return _decimal_text(event_name, value, path)
@@ -51,21 +110,32 @@ def _convert(event_name: str, value: Any, path: str) -> Any:
         if not math.isfinite(value):
             raise PayloadError(event_name, path, f"{value!r} is not a JSON number")
         return value
+    if isinstance(value, Mapping | list | tuple) and depth >= MAX_DEPTH:
+        rule = f"the value is nested more than {MAX_DEPTH} levels deep"
+        raise PayloadError(event_name, path, rule)
     if isinstance(value, Mapping):
-        return _convert_mapping(event_name, value, path)
+        return _convert_mapping(event_name, value, path, depth)
     if isinstance(value, list | tuple):
-        return [_convert(event_name, item, f"{path}[{index}]") for index, item in enumerate(value)]
+        return [
+            _convert(event_name, item, f"{path}[{index}]", depth + 1)
+            for index, item in enumerate(value)
+        ]
 
     rule = f"{type(value).__name__} is not JSON; use str, int, bool, None, Decimal, dict or list"
     raise PayloadError(event_name, path, rule)
 
 
-def _convert_mapping(event_name: str, value: Mapping[Any, Any], path: str) -> dict[str, Any]:
+def _convert_mapping(
+    event_name: str, value: Mapping[Any, Any], path: str, depth: int
+) -> dict[str, Any]:
     result = {}
     for key, item in value.items():
         if not isinstance(key, str):
             raise PayloadError(event_name, path, f"key {key!r} is not a string")
-        result[key] = _convert(event_name, item, f"{path}.{key}")
+        if not _is_utf8(key):
+            rule = f"key {key!r} contains a lone surrogate, which UTF-8 cannot encode"
+            raise PayloadError(event_name, path, rule)
+        result[key] = _convert(event_name, item, f"{path}.{key}", depth + 1)
 
     return result
 
@@ -76,6 +146,10 @@ def _decimal_text(event_name: str, value: Decimal, path: str) -> str:
 
     exponent = value.as_tuple().exponent
     if isinstance(exponent, int) and exponent >= -2:
-        return str(value.quantize(_TWO_PLACES))
+        try:
+            return str(value.quantize(_TWO_PLACES, context=_MONEY_CONTEXT))
+        except decimal.InvalidOperation:
+            rule = f"{value} has more than {_MONEY_CONTEXT.prec} digits with two decimal places"
+            raise PayloadError(event_name, path, rule) from None
 
     return str(value)

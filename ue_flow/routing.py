@@ -6,7 +6,7 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .config import Config, EventType, Routing, System
+from .config import Config, EventType, System
 from .errors import PayloadError
 
 
@@ -54,11 +54,28 @@ def owners(config: Config, event: EventType, payload: Mapping[str, Any]) -> list
     if routing.items is None:
         return [_owner_at(config, event, payload, routing.owner)]
 
-    items = resolve_pointer(payload, routing.items)
+    items = _array_at(event, payload, routing.items)
     return [
         _owner_at(config, event, payload, f"{routing.items}/{index}{routing.owner}")
         for index in range(len(items))
     ]
+
+
+def _array_at(event: EventType, payload: Any, pointer: str) -> list[Any]:
+    # The pointer comes from events.yaml, which cannot know the payload's shape.
+    try:
+        value = resolve_pointer(payload, pointer)
+    except KeyError:
+        rule = "missing, but the routing rule in events.yaml reads it"
+        raise PayloadError(event.name, _json_path(pointer), rule) from None
+    if not isinstance(value, list):
+        rule = (
+            f"must be an array because the routing rule in events.yaml splits it, "
+            f"got {type(value).__name__}"
+        )
+        raise PayloadError(event.name, _json_path(pointer), rule)
+
+    return value
 
 
 def _owner_at(config: Config, event: EventType, payload: Any, pointer: str) -> str | None:
@@ -94,7 +111,7 @@ def route(
         if system.slug not in slugs:
             continue
         try:
-            part = _part_for(system, event.routing, payload, slugs)
+            part = _part_for(system, event, payload, slugs)
         except KeyError as error:
             pointer = str(error.args[0])
             rule = "missing, but the routing rule in events.yaml reads it"
@@ -106,8 +123,9 @@ def route(
 
 
 def _part_for(
-    system: System, routing: Routing, payload: Mapping[str, Any], slugs: list[str | None]
+    system: System, event: EventType, payload: Mapping[str, Any], slugs: list[str | None]
 ) -> dict[str, Any] | None:
+    routing = event.routing
     if routing.items is None:
         return dict(payload)
 
@@ -118,7 +136,7 @@ def _part_for(
     kept_ids = {item.get("id") for item in kept if isinstance(item, Mapping)}
 
     for related in routing.related:
-        entries = resolve_pointer(part, related.items)
+        entries = _array_at(event, part, related.items)
         entries[:] = [entry for entry in entries if _refers_to(entry, related.item_id, kept_ids)]
         if related.required and not entries:
             return None

@@ -89,8 +89,13 @@ class ReferencedSchemas:
             return
 
         document = _positions(path, schema)
-        self._problems[path].extend(_meta_schema_problems(document))
-        self._check_references(document)
+        try:
+            self._problems[path].extend(_meta_schema_problems(document))
+            self._check_references(document)
+        except RecursionError:
+            # Both checks walk the schema recursively.
+            message = "the schema is nested too deeply to check"
+            self._problems[path].append(ConfigProblem(path, 1, 1, message))
 
     def _check_references(self, document: YamlDocument) -> None:
         path = document.path
@@ -105,7 +110,12 @@ class ReferencedSchemas:
 
         for key_path, reference in _references(document.data, ()):
             target, _ = urldefrag(urljoin(uri, reference))
-            target_path = Path(unquote(urlsplit(target).path)).resolve()
+            target_file = unquote(urlsplit(target).path)
+            if "\0" in target_file:
+                message = f"$ref {reference!r} is invalid: a file path cannot contain NUL"
+                self._problems[path].append(document.problem(key_path, message))
+                continue
+            target_path = Path(target_file).resolve()
             local = target.startswith("file://") and target != uri
             try:
                 resolver.lookup(reference)

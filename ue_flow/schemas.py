@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import jsonschema
 import jsonschema_rs
@@ -43,8 +44,11 @@ def read_schema(path: Path) -> Any:
             f"at line {error.lineno}, column {error.colno}"
         )
         raise SchemaLoadError(message) from error
-    except (OSError, UnicodeDecodeError) as error:
+    except (OSError, ValueError) as error:
+        # ValueError covers invalid UTF-8 and a NUL character in the path.
         raise SchemaLoadError(f"cannot read schema {path}: {error}") from error
+    except RecursionError:
+        raise SchemaLoadError(f"invalid JSON in schema {path}: nested too deeply") from None
 
 
 def _retrieve(uri: str) -> referencing.Resource[Any]:
@@ -111,15 +115,21 @@ class PayloadValidator:
         if self._fast.is_valid(payload):
             return
 
-        error = jsonschema.exceptions.best_match(self._detailed.iter_errors(payload))
+        try:
+            error = jsonschema.exceptions.best_match(self._detailed.iter_errors(payload))
+        except (RecursionError, re.error):
+            # jsonschema cannot evaluate some schemas that jsonschema-rs can:
+            # a $ref cycle such as {"$ref": "#"}, or a pattern that Python's
+            # re rejects but ECMA-262 allows, such as \p{L}.
+            error = None
         if error is None:
-            # The two validators disagree only where Python's regular
+            # The two validators also disagree where Python's regular
             # expressions do, such as "$" matching before a final newline;
             # the stricter verdict of jsonschema-rs stands.
             self._raise_fast_error(payload)
         raise PayloadError(self.event_name, error.json_path, describe_error(error))
 
-    def _raise_fast_error(self, payload: Any) -> None:
+    def _raise_fast_error(self, payload: Any) -> NoReturn:
         try:
             self._fast.validate(payload)
         except jsonschema_rs.ValidationError as error:

@@ -13,6 +13,15 @@ from .errors import ConfigError, ConfigProblem
 #: A location inside a document: mapping keys and sequence indexes.
 KeyPath = tuple[str | int, ...]
 
+#: The deepest nesting a document may have. The checks that follow parsing
+#: recurse once or more per level, and configuration files need a few.
+MAX_DEPTH = 100
+
+#: The most values a document may hold once its aliases are expanded, so
+#: that a "billion laughs" of nested aliases is rejected instead of
+#: expanded. Configuration files hold a few hundred.
+MAX_VALUES = 100_000
+
 
 @dataclass(frozen=True)
 class YamlDocument:
@@ -46,7 +55,15 @@ def load_yaml(path: Path) -> YamlDocument:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError([ConfigProblem(path, 0, 0, f"cannot read file: {error}")]) from error
 
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as error:
+        # Raised for characters YAML does not allow, such as control
+        # characters; it carries an offset into the text, not a line.
+        line, column = _line_and_column(text, error.position)
+        message = f"invalid YAML: {error.reason} (character {error.character!r})"
+        raise ConfigError([ConfigProblem(path, line, column, message)]) from error
+
     try:
         node = loader.get_single_node()
         if node is None:
@@ -56,16 +73,63 @@ def load_yaml(path: Path) -> YamlDocument:
         _index_node(node, (), positions, problems, path)
         if problems:
             raise ConfigError(problems)
-        data = loader.construct_document(node)
+        data = _construct(loader, node, path)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         message = f"invalid YAML: {error.problem or error.context}"
         raise ConfigError([ConfigProblem(path, line, column, message)]) from error
+    except RecursionError:
+        # PyYAML composes nested collections recursively; the mark is where
+        # parsing had reached.
+        mark = loader.get_mark()
+        message = f"invalid YAML: collections nested more than {MAX_DEPTH} levels deep"
+        raise ConfigError([ConfigProblem(path, mark.line + 1, mark.column + 1, message)]) from None
     finally:
         loader.dispose()
 
     return YamlDocument(path, data, positions)
+
+
+def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: Path) -> Any:
+    try:
+        return loader.construct_document(node)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        # PyYAML's scalar constructors fail this way when a value does not
+        # fit its explicit tag, such as "!!int abc" or "!!bool maybe".
+        bad = _misfit_scalar(loader, node)
+        if bad is None:
+            message = "invalid YAML: a value does not fit its explicit tag"
+            raise ConfigError([ConfigProblem(path, 1, 1, message)]) from None
+        line, column = bad.start_mark.line + 1, bad.start_mark.column + 1
+        message = f"invalid YAML: {bad.value!r} is not a valid {bad.tag.rsplit(':', 1)[-1]}"
+        raise ConfigError([ConfigProblem(path, line, column, message)]) from None
+
+
+def _misfit_scalar(loader: yaml.SafeLoader, node: yaml.Node) -> yaml.Node | None:
+    # Runs after construction failed, to find the scalar that made it fail.
+    if isinstance(node, yaml.ScalarNode):
+        constructor = loader.yaml_constructors.get(node.tag)
+        try:
+            if constructor is not None:
+                constructor(loader, node)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return node
+        return None
+
+    children = node.value
+    if isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    for child in children:
+        found = _misfit_scalar(loader, child)
+        if found is not None:
+            return found
+    return None
+
+
+def _line_and_column(text: str, offset: int) -> tuple[int, int]:
+    line_start = text.rfind("\n", 0, offset) + 1
+    return text.count("\n", 0, offset) + 1, offset - line_start + 1
 
 
 def _index_node(
@@ -77,6 +141,16 @@ def _index_node(
     ancestors: frozenset[int] = frozenset(),
 ) -> None:
     positions[key_path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if len(positions) > MAX_VALUES:
+        message = (
+            f"the document holds more than {MAX_VALUES} values once its aliases are expanded; "
+            "write the values out or use fewer nested aliases"
+        )
+        raise ConfigError([ConfigProblem(path, *positions[key_path], message)])
+    if len(key_path) > MAX_DEPTH:
+        message = f"collections nested more than {MAX_DEPTH} levels deep"
+        problems.append(ConfigProblem(path, *positions[key_path], message))
+        return
 
     # An alias may refer to an enclosing anchor (``&a [*a]``); following it
     # would never end, so it is reported instead.
