@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dramatiq
 import pika.exceptions
+import redis
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.errors import ConnectionClosed
@@ -16,6 +17,9 @@ from .errors import ConfigError, ConfigProblem
 
 #: The broker used when UE_FLOW_BROKER_URL is unset.
 DEFAULT_BROKER_URL = "redis://localhost:6379/0"
+
+#: Seconds a Redis command or connection may take before it fails.
+REDIS_SOCKET_TIMEOUT_S = 5.0
 
 #: The prefix of every Redis key ue-flow writes, so that it can share a
 #: Redis server with other Dramatiq applications.
@@ -43,6 +47,20 @@ def broker_middleware() -> list[Middleware]:
     return [*middleware, CurrentMessage()]
 
 
+def redis_client(url: str) -> redis.Redis:
+    """Return a Redis client for ``url`` with explicit timeouts; nothing connects yet.
+
+    Without them a call to a server that accepts connections but never
+    replies could block emit, and a worker thread, indefinitely.
+    """
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+        health_check_interval=30,
+    )
+
+
 def create_broker(
     url: str | None = None,
     *,
@@ -60,7 +78,10 @@ def create_broker(
             {} if heartbeat_timeout_ms is None else {"heartbeat_timeout": heartbeat_timeout_ms}
         )
         broker: dramatiq.Broker = RedisBroker(
-            url=url, namespace=key_prefix or namespace(), middleware=broker_middleware(), **options
+            client=redis_client(url),
+            namespace=key_prefix or namespace(),
+            middleware=broker_middleware(),
+            **options,
         )
     elif url.startswith(("amqp://", "amqps://")):
         # With publisher confirms, enqueue waits for RabbitMQ to acknowledge

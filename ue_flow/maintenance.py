@@ -68,7 +68,14 @@ class Maintenance(Middleware):
                 self._stop.wait(FAILURE_PAUSE_S)
 
     def _move_due(self, broker: dramatiq.Broker) -> None:
-        moved = self.stores.scheduler.move_due(broker, broker.get_declared_queues(), _now_ms())
+        # A scheduler that died mid-move is noticed no later than a dead
+        # worker's messages, so its claims last as long as a heartbeat.
+        moved = self.stores.scheduler.move_due(
+            broker,
+            broker.get_declared_queues(),
+            _now_ms(),
+            lease_ms=self.settings.heartbeat_timeout_ms,
+        )
         if moved:
             logger.debug("retries.queued", count=moved)
 

@@ -30,6 +30,12 @@ DEFAULT_MIN_BACKOFF_MS = 5_000
 #: The longest wait after an unexpected failure, in milliseconds.
 DEFAULT_MAX_BACKOFF_MS = 3_600_000
 
+#: The pause between tries to store a retry while Redis is unreachable, in seconds.
+STORE_RETRY_PAUSE_S = 1.0
+
+#: While Redis stays unreachable, one warning per this many failed tries.
+STORE_FAILURE_LOG_EVERY = 30
+
 logger = structlog.get_logger("ue_flow")
 
 
@@ -77,14 +83,37 @@ class DurableRetries(Middleware):
         if exception is None:
             return
 
-        try:
-            self._handle(broker, message, exception)
-        except redis.RedisError:
-            # The retry could not be stored, so the message must not be
-            # acknowledged: failing it keeps it in Dramatiq's dead-letter
-            # queue instead of losing it.
-            logger.exception("retry.store_failed", message_id=message.message_id)
-            message.fail()
+        # Dramatiq acknowledges the message right after this hook, so its
+        # retry or dead letter must be stored first. While Redis is
+        # unreachable the thread waits, as Dramatiq's own acknowledgement
+        # does. Failing the message instead would move it to Dramatiq's
+        # dead-letter queue, which ue-flow never reads, and lose the event.
+        # NOTE: a worker stopped while Redis is down waits here until
+        # Dramatiq's --worker-shutdown-timeout. The message, still
+        # unacknowledged, is then queued again by another worker's sweep.
+        failures = 0
+        while True:
+            try:
+                self._handle(broker, message, exception)
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                failures += 1
+                if failures == 1 or failures % STORE_FAILURE_LOG_EVERY == 0:
+                    logger.warning(
+                        "retry.store_waiting",
+                        message_id=message.message_id,
+                        failures=failures,
+                        retry_in_ms=int(STORE_RETRY_PAUSE_S * 1000),
+                        error=f"{type(error).__name__}: {error}",
+                    )
+                time.sleep(STORE_RETRY_PAUSE_S)
+            except redis.RedisError:
+                # Redis replied with an error, such as OOM or READONLY,
+                # that waiting may not cure, so the message is failed into
+                # Dramatiq's dead-letter queue.
+                logger.exception("retry.store_failed", message_id=message.message_id)
+                message.fail()
+                return
 
     def _handle(
         self, broker: dramatiq.Broker, message: MessageProxy, exception: BaseException
@@ -94,6 +123,20 @@ class DurableRetries(Middleware):
             return
 
         retries = message.options.get("retries", 0)
+        if isinstance(exception, redis.ConnectionError | redis.TimeoutError):
+            # Redis was unreachable before the actor could do its work; that
+            # is no attempt, so the message keeps its retries.
+            _, delay_ms = compute_backoff(
+                retries, factor=DEFAULT_MIN_BACKOFF_MS, max_backoff=DEFAULT_MAX_BACKOFF_MS
+            )
+            logger.warning(
+                "message.redis_unreachable",
+                message_id=message.message_id,
+                actor=message.actor_name,
+                retry_in_ms=delay_ms,
+            )
+            self._schedule(message, delay_ms, retries)
+            return
         if isinstance(exception, RetryLater):
             consumed = retries + 1 if exception.consume_attempt else retries
             self._schedule(message, exception.delay_ms, consumed)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import redis
 
-from ..broker import broker_url
+from ..broker import broker_url, redis_client
 from ..config import Config
 from ..errors import ConfigError, ConfigProblem
 from .attempts import AttemptLog
@@ -57,7 +57,7 @@ def state_redis_url() -> str:
 
 def connect(url: str | None = None) -> redis.Redis:
     """Return a Redis client for the delivery state; nothing connects yet."""
-    return redis.Redis.from_url(url or state_redis_url(), health_check_interval=30)
+    return redis_client(url or state_redis_url())
 
 
 @dataclass(frozen=True)

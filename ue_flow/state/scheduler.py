@@ -74,12 +74,22 @@ class RetryScheduler:
         )
         self.client.zadd(self.key(retry.queue_name), {retry.encode(): due_ms})
 
-    def move_due(self, broker: dramatiq.Broker, queue_names: Iterable[str], now_ms: int) -> int:
-        """Enqueue every retry due by ``now_ms``; return how many were moved."""
+    def move_due(
+        self,
+        broker: dramatiq.Broker,
+        queue_names: Iterable[str],
+        now_ms: int,
+        lease_ms: int = CLAIM_LEASE_MS,
+    ) -> int:
+        """Enqueue every retry due by ``now_ms``; return how many were moved.
+
+        Claimed retries that a dead scheduler did not move are claimed
+        again after ``lease_ms`` milliseconds.
+        """
         moved = 0
         for queue_name in queue_names:
             key = self.key(queue_name)
-            due = self._claim(keys=[key], args=[now_ms, now_ms + CLAIM_LEASE_MS, CLAIM_BATCH])
+            due = self._claim(keys=[key], args=[now_ms, now_ms + lease_ms, CLAIM_BATCH])
             for member in due:
                 broker.enqueue(Message.decode(member))
                 self.client.zrem(key, member)
