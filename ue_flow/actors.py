@@ -13,24 +13,17 @@ from dramatiq.middleware import CurrentMessage
 from .config import Config
 from .errors import PayloadError
 from .isolation import ProcessSlots
+from .queues import ROUTE_QUEUE, delivery_queue
 from .routing import route
 from .sending import SystemSender
 from .state import StateStores
 from .state.attempts import PENDING, DeliveryRecord
-
-#: The queue of events waiting to be routed to their systems.
-ROUTE_QUEUE = "events"
 
 #: Retries of a routing message that failed unexpectedly, such as when
 #: Redis was briefly unreachable.
 ROUTE_MAX_RETRIES = 20
 
 logger = structlog.get_logger("ue_flow")
-
-
-def delivery_queue(slug: str) -> str:
-    """Return the queue of one system's deliveries, so that `-Q` can pick systems."""
-    return f"deliver.{slug}"
 
 
 def delivery_actor_name(slug: str) -> str:

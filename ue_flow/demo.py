@@ -19,7 +19,6 @@ import dramatiq
 import fakeredis
 from dramatiq.brokers.stub import StubBroker
 
-from .actors import ROUTE_QUEUE, delivery_queue
 from .broker import broker_middleware
 from .config import Config, RetryPolicy, System
 from .engine import Engine
@@ -27,6 +26,7 @@ from .errors import PayloadError
 from .examples import read_payload_file
 from .loader import LoadedConfig, load_config
 from .logs import configure_logging
+from .queues import ROUTE_QUEUE, delivery_queue
 from .receiver import Receiver, TrustedSystem, Unauthorized
 from .signing import generate_secret
 from .state import StateStores

@@ -15,6 +15,7 @@ from .delivery import Outcome, Sender
 from .envelope import envelope_body
 from .isolation import ProcessSlots
 from .outcomes import GONE, decide, jittered
+from .queues import delivery_queue
 from .retries import GiveUp, RetryLater
 from .signing import signature_header
 from .state import StateStores
@@ -216,7 +217,7 @@ class SystemSender:
                 reason=reason,
                 action=f"fix the endpoint, then run: ue-flow systems enable {slug}",
             )
-        for message in self.stores.scheduler.take_all(f"deliver.{slug}"):
+        for message in self.stores.scheduler.take_all(delivery_queue(slug)):
             event_id, event_name, user, data, emitted_at_ms = message.args
             envelope: Envelope = (event_id, event_name, user, data, emitted_at_ms)
             retries = message.options.get("retries", 0)

@@ -15,11 +15,12 @@ from typing import Any
 import redis
 from dramatiq.errors import BrokerError as DramatiqBrokerError
 
-from ..actors import delivery_queue, send_delivery
+from ..actors import send_delivery
 from ..broker import count_queued, describe_broker_error
 from ..config import parse_duration
 from ..engine import Engine
 from ..errors import BrokerError, ConfigError
+from ..queues import delivery_queue
 from ..sending import DISABLED_REASON
 from ..state.attempts import DELIVERED, FAILED, PENDING
 from ..state.dead_letters import DeadLetter
