@@ -482,3 +482,22 @@ def test_validate_malformed_example(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"{example}:{line}:" in result.stderr
     assert "invalid JSON" in result.stderr
+
+
+def test_validate_config_and_example_together(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    example = tmp_path / "examples" / "post_sale" / "two_systems.json"
+    edits = (
+        *BROKEN["unknown event in subscription"].edits,
+        Edit("examples/post_sale/two_systems.json", '"unit_price": "49.99"', '"unit_price": 49.99'),
+    )
+    apply_edits(tmp_path, edits)
+
+    line = find_line(example, '"unit_price": 49.99')
+
+    result = run_cli("validate", "--config", str(config))
+
+    assert result.returncode == 1
+    assert f"{config / 'systems.yaml'}:" in result.stderr
+    assert f"{example}:{line}:" in result.stderr
+    assert "2 error(s) found" in result.stderr

@@ -203,10 +203,15 @@ def test_input_not_mutated(config: Config, event_name: str, name: str) -> None:
     assert payload == original
 
 
-def test_parts_independent(config: Config) -> None:
+def test_parts_copy_filtered_path(config: Config) -> None:
+    # Parts share unchanged values with the payload, but every container on
+    # the way to a filtered array is their own.
     payload = load_example("post_sale", "two_systems")
 
     parts = route_example(config, "post_sale", payload)
-    parts["learn"]["data"]["lines"][0]["product"]["name"] = "changed"
 
-    assert payload["data"]["lines"][2]["product"]["name"] != "changed"
+    for part in parts.values():
+        assert part is not payload
+        assert part["data"] is not payload["data"]
+        assert part["data"]["lines"] is not payload["data"]["lines"]
+    assert parts["learn"]["data"]["lines"][0] is payload["data"]["lines"][2]

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 class Error(Exception):
@@ -43,6 +44,9 @@ class ConfigError(Error):
 
     def __init__(self, problems: Sequence[ConfigProblem]) -> None:
         self.problems = tuple(problems)
+        #: The part of the configuration that did load, when events.yaml
+        #: did: a LoadedConfig whose broken events have no validator.
+        self.partial: Any = None
         super().__init__("\n".join(str(problem) for problem in self.problems))
 
 

@@ -82,10 +82,15 @@ def check_examples(loaded: LoadedConfig) -> list[ConfigProblem]:
             problems.append(ConfigProblem(event_dir, 0, 0, message))
             continue
 
+        # An event whose schema is broken has no validator; its problem is
+        # reported where the schema is.
+        validator = loaded.validators.get(event.name)
+        if validator is None:
+            continue
         for path in sorted(event_dir.glob("*.json")):
             try:
                 example = read_payload_file(path)
-                loaded.validators[event.name].validate(example.payload)
+                validator.validate(example.payload)
                 route(config, event, example.payload)
             except ConfigError as error:
                 problems.extend(error.problems)

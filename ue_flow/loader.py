@@ -102,19 +102,24 @@ def load_config(
             os.environ if environ is None else environ,
             problems,
         )
-    if problems or events_doc is None or systems_doc is None:
-        raise ConfigError(_without_secrets(problems))
+    config = None
+    if events_doc is not None:
+        config = Config(
+            directory=root,
+            events=events,
+            systems=systems,
+            delivery=delivery,
+            retention=retention,
+            workers=workers,
+            user_schema_path=user_schema,
+            examples_dir=(root / events_doc.data.get("examples", DEFAULT_EXAMPLES_DIR)).resolve(),
+        )
+    if problems or config is None or systems_doc is None:
+        error = ConfigError(_without_secrets(problems))
+        # What did load lets validate go on to check the examples.
+        error.partial = LoadedConfig(config, validators) if config is not None else None
+        raise error
 
-    config = Config(
-        directory=root,
-        events=events,
-        systems=systems,
-        delivery=delivery,
-        retention=retention,
-        workers=workers,
-        user_schema_path=user_schema,
-        examples_dir=(root / events_doc.data.get("examples", DEFAULT_EXAMPLES_DIR)).resolve(),
-    )
     return LoadedConfig(config, validators)
 
 

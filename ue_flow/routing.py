@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -99,7 +98,8 @@ def route(
     A system receives the event when it subscribes to it, is in ``only``
     (when given) and owns at least one item; with ``items`` routing, its
     copy holds only its own items and the related entries that refer to
-    them. The payload is not modified.
+    them. The payload is not modified; the parts share its unchanged values,
+    so treat them as read-only.
     """
     narrowed = set(only) if only is not None else None
     slugs = owners(config, event, payload)
@@ -129,19 +129,47 @@ def _part_for(
     if routing.items is None:
         return dict(payload)
 
-    part = copy.deepcopy(dict(payload))
-    items = resolve_pointer(part, routing.items)
+    items = _array_at(event, payload, routing.items)
     kept = [item for item, owner in zip(items, slugs, strict=True) if owner == system.slug]
-    items[:] = kept
+    part = _with_value(payload, routing.items, kept)
     kept_ids = {item.get("id") for item in kept if isinstance(item, Mapping)}
 
     for related in routing.related:
         entries = _array_at(event, part, related.items)
-        entries[:] = [entry for entry in entries if _refers_to(entry, related.item_id, kept_ids)]
-        if related.required and not entries:
+        kept_entries = [entry for entry in entries if _refers_to(entry, related.item_id, kept_ids)]
+        if related.required and not kept_entries:
             return None
+        part = _with_value(part, related.items, kept_entries)
 
-    return part
+    return dict(part)
+
+
+def _with_value(document: Any, pointer: str, value: Any) -> Any:
+    """Return a copy of ``document`` with ``value`` at ``pointer``.
+
+    Only the containers on the pointer's path are copied; everything else
+    is shared with ``document``, which is not modified. A deep copy per
+    system would cost the square of the fan-out.
+    """
+    tokens = [
+        token.replace("~1", "/").replace("~0", "~") for token in pointer.lstrip("/").split("/")
+    ]
+    return _replaced(document, tokens, value)
+
+
+def _replaced(node: Any, tokens: list[str], value: Any) -> Any:
+    if not tokens:
+        return value
+
+    head, rest = tokens[0], tokens[1:]
+    if isinstance(node, Mapping):
+        copied = dict(node)
+        copied[head] = _replaced(node[head], rest, value)
+        return copied
+    index = int(head)
+    copied_list = list(node)
+    copied_list[index] = _replaced(node[index], rest, value)
+    return copied_list
 
 
 def _refers_to(entry: Any, pointer: str, ids: set[Any]) -> bool:

@@ -46,6 +46,8 @@ def run_validate(args: argparse.Namespace) -> int:
         problems.extend(check_examples(loaded))
     except ConfigError as error:
         problems.extend(error.problems)
+        if error.partial is not None:
+            problems.extend(check_examples(error.partial))
 
     if args.format == "json":
         report = {
