@@ -1,0 +1,1 @@
+"""Benchmarks of ue-flow against bare Dramatiq; run ``python bench/run.py``."""
