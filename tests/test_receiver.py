@@ -369,6 +369,21 @@ def test_reject_wrong_key_unsigned(receiver: Receiver, secret: str) -> None:
     assert "system_key does not match" in reject(receiver, body, {}, secret)
 
 
+def test_reject_surrogate_key_unsigned(receiver: Receiver, secret: str) -> None:
+    # A JSON escape can produce a lone surrogate, which str.encode() rejects.
+    body = b'{"system_slug":"learn","system_key":"\\ud800"}'
+
+    assert "system_key does not match" in reject(receiver, body, {}, secret)
+
+
+def test_reject_surrogate_key_signed(receiver: Receiver, secret: str) -> None:
+    # json.dumps escapes the surrogate as \udfff, because ensure_ascii is on by default.
+    body = json.dumps(envelope_dict(key="\udfff")).encode()
+
+    reason = reject(receiver, body, signed_headers(secret, body), secret)
+    assert "system_key does not match" in reason
+
+
 def test_reject_missing_key(receiver: Receiver, secret: str) -> None:
     envelope = envelope_dict()
     del envelope["system_key"]
@@ -456,11 +471,36 @@ def test_reject_invalid_utf8(receiver: Receiver, secret: str) -> None:
         receiver.verify(body, signed_headers(secret, body))
 
 
+def test_reject_huge_integer(receiver: Receiver, secret: str) -> None:
+    body = b'{"system_slug":"learn","x":' + b"7" * 5000 + b"}"
+
+    with pytest.raises(PayloadError) as caught:
+        receiver.verify(body, {})
+
+    assert caught.value.event == "envelope"
+    assert caught.value.path == "$"
+    assert "number that cannot be parsed" in caught.value.rule
+    assert "set_int_max_str_digits" not in caught.value.rule
+    assert isinstance(caught.value.__cause__, ValueError)
+
+
 def test_reject_deep_nesting(receiver: Receiver, secret: str) -> None:
     body = b"[" * 100_000 + b"]" * 100_000
 
     with pytest.raises(PayloadError, match="nests too deeply"):
         receiver.verify(body, {})
+
+
+def test_reject_deep_nesting_authenticated(receiver: Receiver, secret: str) -> None:
+    # Near the recursion limit a body parses, then schema validation may recurse
+    # too deeply. Which depths do depends on the stack, so a range is tried.
+    prefix = b'{"system_slug":"learn","system_key":"key-learn-8e01aa3b","type":"presale",'
+    prefix += b'"user":{},"data":'
+    for depth in range(900, 1001, 10):
+        body = prefix + b"[" * depth + b"]" * depth + b"}"
+
+        with pytest.raises(PayloadError):
+            receiver.verify(body, {})
 
 
 def test_payload_error_masks_key(receiver: Receiver, secret: str) -> None:
@@ -479,6 +519,33 @@ def test_payload_error_masks_key(receiver: Receiver, secret: str) -> None:
 def test_verify_rejects_str_body(receiver: Receiver) -> None:
     with pytest.raises(TypeError, match="bytes"):
         receiver.verify("{}", {})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("headers", [None, [("webhook-id", MSG_ID)], "webhook-id"])
+def test_verify_rejects_non_mapping_headers(receiver: Receiver, headers: Any) -> None:
+    body = encode(envelope_dict(slug=UNSIGNED_SLUG, key=UNSIGNED_KEY))
+
+    with pytest.raises(TypeError, match="mapping of header names"):
+        receiver.verify(body, headers)
+
+
+def test_verify_accepts_items_headers(receiver: Receiver, secret: str) -> None:
+    body = encode(envelope_dict())
+
+    class ItemsOnly:
+        """Headers that are not a Mapping but have items(), as werkzeug's Headers."""
+
+        def items(self) -> list[tuple[str, str]]:
+            return list(signed_headers(secret, body).items())
+
+    assert receiver.verify(body, ItemsOnly()).webhook_id == MSG_ID  # type: ignore[arg-type]
+
+
+def test_reject_surrogate_header(receiver: Receiver, secret: str) -> None:
+    body = encode(envelope_dict())
+    headers = signed_headers(secret, body) | {"webhook-id": "evt_\ud800"}
+
+    assert "webhook-id header is not valid text" in reject(receiver, body, headers, secret)
 
 
 def test_envelope_from_dict_validates() -> None:

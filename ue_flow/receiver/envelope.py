@@ -238,14 +238,19 @@ class Envelope:
 def validate_envelope(envelope: Any) -> None:
     """Raise PayloadError unless ``envelope`` is valid against schemas/envelope.json."""
     validator = envelope_validator()
-    error = jsonschema.exceptions.best_match(validator.iter_errors(envelope))
-    if error is None:
-        return
-
     fields = envelope if isinstance(envelope, dict) else {}
     wire_type = fields.get("type")
     event = wire_type if wire_type in WIRE_TYPES else "envelope"
-    rule = describe_error(error)
+    try:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(envelope))
+        if error is None:
+            return
+
+        rule = describe_error(error)
+    except RecursionError as recursion:
+        # json.loads accepts nesting close to the recursion limit, which
+        # jsonschema, recursing once per level and more, can then exceed.
+        raise PayloadError(event, "$", "the envelope nests too deeply to validate") from recursion
 
     # A rule can quote the value it is about; PayloadError messages are
     # logged and sent back as 400 bodies, so the key is masked.

@@ -23,6 +23,7 @@ import hmac
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -115,7 +116,16 @@ class _Headers:
 
     @classmethod
     def from_mapping(cls, headers: Mapping[str, Any]) -> _Headers:
-        lowered = {str(name).lower(): value for name, value in headers.items()}
+        # Any object with items() is accepted, such as werkzeug's Headers, which is no Mapping.
+        items = getattr(headers, "items", None)
+        if not callable(items):
+            message = (
+                "The headers must be a mapping of header names to values, such as a dict, "
+                f"not {type(headers).__name__}."
+            )
+            raise TypeError(message)
+
+        lowered = {str(name).lower(): value for name, value in items()}
         return cls(
             webhook_id=_text(lowered.get(signing.ID_HEADER), signing.ID_HEADER),
             timestamp=_text(lowered.get(signing.TIMESTAMP_HEADER), signing.TIMESTAMP_HEADER),
@@ -194,7 +204,9 @@ class Receiver:
         any mapping of header names to values; names are matched without
         regard to case. Raises Unauthorized, PayloadError or Duplicate as
         listed in the module docstring, and DuplicateStoreError when the
-        duplicate store fails.
+        duplicate store fails. Raises TypeError when ``body`` is not bytes
+        or ``headers`` has no ``items()`` method, because that is a mistake
+        in the calling code, not in the request.
         """
         if not isinstance(body, bytes | bytearray):
             raise TypeError(f"The body must be the bytes received, not {type(body).__name__}.")
@@ -291,6 +303,15 @@ def _parse_json(body: bytes) -> Any:
         raise PayloadError("envelope", "$", rule) from error
     except RecursionError as error:
         raise PayloadError("envelope", "$", "the body nests too deeply to parse") from error
+    except ValueError as error:
+        # json.loads raises a plain ValueError for an integer of more than
+        # sys.get_int_max_str_digits() digits (4300 by default). Its message
+        # advises raising that limit, which is no use to the sender.
+        rule = (
+            "the body contains a number that cannot be parsed, such as an integer "
+            f"of more than {sys.get_int_max_str_digits()} digits"
+        )
+        raise PayloadError("envelope", "$", rule) from error
 
 
 def _check_key(system: TrustedSystem, slug: str, document: dict[str, Any]) -> None:
@@ -298,7 +319,11 @@ def _check_key(system: TrustedSystem, slug: str, document: dict[str, Any]) -> No
     if not isinstance(key, str):
         raise Unauthorized(f"The body has no system_key string for system {slug!r}.")
 
-    if not hmac.compare_digest(key.encode(), system.key.encode()):
+    # "surrogatepass" encodes the lone surrogates that a JSON \uXXXX escape can
+    # produce, so a key of any str is compared, in constant time, without raising.
+    received = key.encode("utf-8", "surrogatepass")
+    expected = system.key.encode("utf-8", "surrogatepass")
+    if not hmac.compare_digest(received, expected):
         raise Unauthorized(f"The system_key does not match the key of system {slug!r}.")
 
 
@@ -324,7 +349,14 @@ def _check_webhook_id(webhook_id: str | None) -> None:
 
 
 def _text(value: Any, name: str) -> str | None:
-    if value is None or isinstance(value, str):
+    if value is None:
+        return None
+    if isinstance(value, str):
+        # A lone surrogate cannot be signed or stored, because it has no UTF-8 encoding.
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise Unauthorized(f"The {name} header is not valid text.") from None
         return value
     if isinstance(value, bytes):
         try:
