@@ -120,7 +120,7 @@ def test_check_unknown_event() -> None:
 
     result = run_cli("check", "post_sail", str(path))
 
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "unknown event" in result.stderr
     assert "post_sail" in result.stderr
 
@@ -244,7 +244,7 @@ def test_emit_unknown_system(
 
     result = run_cli("emit", "post_sale", str(path), "--system", "xpro", env=emit_env)
 
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "unknown system 'xpro'" in result.stderr
     assert list_keys(redis_client, namespace) == []
 

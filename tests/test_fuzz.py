@@ -363,7 +363,7 @@ def test_integer_event_key_reported(tmp_path: Path) -> None:
 
     problems = load_edited_problems(tmp_path, {"config/events.yaml": edited})
 
-    assert any("1 is not of type 'string'" in problem.message for problem in problems)
+    assert any("invalid key 1; expected an event name" in problem.message for problem in problems)
 
 
 def test_control_character_reported(tmp_path: Path) -> None:

@@ -36,6 +36,8 @@ class ConfigProblem:
     message: str
 
     def __str__(self) -> str:
+        if self.line == 0:
+            return f"{self.path}: error: {self.message}"
         return f"{self.path}:{self.line}:{self.column}: error: {self.message}"
 
 

@@ -32,6 +32,8 @@ from .common import (
     add_payload_arguments,
     print_problems,
     read_payload,
+    unknown_name_problem,
+    usage_error,
 )
 
 #: The placeholder printed for the system key and every value read from the environment.
@@ -88,6 +90,10 @@ def run_render(args: argparse.Namespace) -> int:
 
     try:
         loaded = load_config(args.config)
+        unknown = unknown_name_problem(loaded.config, args.event, args.systems or ())
+        if unknown is not None:
+            return usage_error(unknown)
+
         _, payload = read_payload(args)
         normalized = validate_event(
             loaded,

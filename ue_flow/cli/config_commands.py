@@ -15,8 +15,11 @@ from .common import (
     Commands,
     add_config_option,
     add_payload_arguments,
+    plural,
     print_problems,
     read_payload,
+    unknown_name_problem,
+    usage_error,
 )
 
 
@@ -60,7 +63,7 @@ def run_validate(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     elif problems:
         print_problems(problems)
-        print(f"{len(problems)} error(s) found", file=sys.stderr)
+        print(f"{plural(len(problems), 'error', 'errors')} found", file=sys.stderr)
     else:
         print(f"ok: {directory} is valid")
     return EXIT_INVALID if problems else EXIT_OK
@@ -72,6 +75,10 @@ def run_check(args: argparse.Namespace) -> int:
 
     try:
         loaded = load_config(args.config)
+        unknown = unknown_name_problem(loaded.config, args.event, ())
+        if unknown is not None:
+            return usage_error(unknown)
+
         path, payload = read_payload(args)
         validate_event(
             loaded, args.event, user=payload.get("user", {}), data=payload.get("data", {})

@@ -14,6 +14,8 @@ from .common import (
     add_payload_arguments,
     print_problems,
     read_payload,
+    unknown_name_problem,
+    usage_error,
 )
 
 
@@ -46,8 +48,12 @@ def run_emit(args: argparse.Namespace) -> int:
     # must carry only the event id.
     configure_logging()
     try:
-        _, payload = read_payload(args)
         engine = Engine.from_environment(args.config)
+        unknown = unknown_name_problem(engine.config, args.event, args.systems or ())
+        if unknown is not None:
+            return usage_error(unknown)
+
+        _, payload = read_payload(args)
         event_id = engine.emit(
             args.event,
             user=payload.get("user", {}),
@@ -61,8 +67,10 @@ def run_emit(args: argparse.Namespace) -> int:
         print(f"{args.file}: error: {error}", file=sys.stderr)
         return EXIT_INVALID
     except BrokerError as error:
+        # The broker's description may end with a full stop of its own.
+        reason = str(error).rstrip(".")
         print(
-            f"error: {error}; nothing was queued, so running the command again is safe",
+            f"error: {reason}; nothing was queued, so running the command again is safe",
             file=sys.stderr,
         )
         return EXIT_INVALID

@@ -24,7 +24,18 @@ from ..queues import delivery_queue
 from ..sending import DISABLED_REASON
 from ..state.attempts import DELIVERED, FAILED, PENDING
 from ..state.dead_letters import DeadLetter
-from .common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, Commands, add_config_option, print_problems
+from .common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_USAGE,
+    Commands,
+    add_config_option,
+    plural,
+    positive_int,
+    print_problems,
+    unknown_name_problem,
+    usage_error,
+)
 
 
 def register(commands: Commands) -> None:
@@ -37,7 +48,7 @@ def register(commands: Commands) -> None:
     )
     deliveries.add_argument("--event", metavar="ID", help="only this event id, with every attempt")
     deliveries.add_argument(
-        "--limit", type=int, default=50, metavar="N", help="at most N (default 50)"
+        "--limit", type=positive_int, default=50, metavar="N", help="at most N (default 50)"
     )
     deliveries.add_argument("--json", action="store_true", help="print JSON lines")
     deliveries.set_defaults(command="deliveries", run=run_deliveries)
@@ -103,11 +114,18 @@ def parse_since(text: str | None, now_ms: int) -> int | None:
 
 
 def _engine(args: argparse.Namespace) -> Engine | int:
+    """Return the engine, or an exit status when the configuration or --system is invalid."""
     try:
-        return Engine.from_environment(args.config)
+        engine = Engine.from_environment(args.config)
     except ConfigError as error:
         print_problems(error.problems)
         return EXIT_INVALID
+
+    system = getattr(args, "system", None)
+    unknown = unknown_name_problem(engine.config, None, [system] if system else [])
+    if unknown is not None:
+        return usage_error(unknown)
+    return engine
 
 
 def _now_ms() -> int:
@@ -221,12 +239,6 @@ def run_redeliver(args: argparse.Namespace) -> int:
     engine = _engine(args)
     if isinstance(engine, int):
         return engine
-    if args.system not in engine.deliverers:
-        print(
-            f"error: unknown system {args.system!r}; known: {', '.join(engine.deliverers)}",
-            file=sys.stderr,
-        )
-        return EXIT_INVALID
 
     record = engine.stores.attempts.get(args.event_id, args.system)
     if record is None or record.user is None or record.data is None:
@@ -286,7 +298,7 @@ def run_dead_letters(args: argparse.Namespace) -> int:
             )
         )
     _print_table(rows)
-    print(f"{len(letters)} dead letter(s)")
+    print(plural(len(letters), "dead letter", "dead letters"))
     return EXIT_OK
 
 
@@ -304,7 +316,7 @@ def run_replay(args: argparse.Namespace) -> int:
         return engine
 
     replayed = replay(engine, _selected(engine, args))
-    print(f"replayed {replayed} dead letter(s)")
+    print(f"replayed {plural(replayed, 'dead letter', 'dead letters')}")
     return EXIT_OK
 
 
@@ -394,10 +406,12 @@ def _pending(engine: Engine, slug: str) -> int:
 
 
 def _change_system(engine: Engine, action: str, slug: str | None) -> int:
-    if slug is None or slug not in engine.config.systems:
-        known = ", ".join(engine.config.systems)
-        print(f"error: systems {action} needs a configured slug; known: {known}", file=sys.stderr)
-        return EXIT_USAGE
+    if slug is None:
+        valid = ", ".join(engine.config.systems)
+        return usage_error(f"systems {action} needs a SLUG; valid systems: {valid}")
+    unknown = unknown_name_problem(engine.config, None, [slug])
+    if unknown is not None:
+        return usage_error(f"systems {action}: {unknown}")
 
     if action == "disable":
         engine.stores.systems.disable(slug, f"{DISABLED_REASON} by an operator", _now_ms())
@@ -411,5 +425,6 @@ def _change_system(engine: Engine, action: str, slug: str | None) -> int:
         if letter.reason.startswith(DISABLED_REASON)
     ]
     replayed = replay(engine, parked)
-    print(f"enabled {slug}; replayed {replayed} delivery(ies) parked while it was disabled")
+    parked_text = plural(replayed, "delivery", "deliveries")
+    print(f"enabled {slug}; replayed {parked_text} parked while it was disabled")
     return EXIT_OK
