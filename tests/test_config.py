@@ -221,7 +221,7 @@ BROKEN = {
         (Edit("config/systems.yaml", LEARN_URL_TEMPLATE, "{{ env.LEARN_WEBHOOK_URL }}"),),
         "config/systems.yaml",
         "{{ env.LEARN_WEBHOOK_URL }}",
-        "template uses an undefined name",
+        "template uses env.LEARN_WEBHOOK_URL, which is not set",
     ),
     "bad duration in schedule": Broken(
         (Edit("config/events.yaml", "[5s, 5m,", "[5s, 5 minutes,"),),
@@ -250,8 +250,9 @@ BROKEN = {
     "event name not a string": Broken(
         (Edit("config/events.yaml", "  basket_add:\n", "  1:\n"),),
         "config/events.yaml",
-        "  1:",
-        "1 is not of type 'string'",
+        # The key's value starts on the line after ``1:``.
+        "    type: presale",
+        "events: invalid key 1; expected an event name",
     ),
     "recursive alias": Broken(
         (Edit("config/events.yaml", "examples:", "loop: &a [*a]\nexamples:"),),
@@ -378,7 +379,7 @@ def test_empty_environ_not_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     problems = load_problems(config, environ={})
 
-    assert "template uses an undefined name" in problems[0].message
+    assert "template uses env.LEARN_WEBHOOK_URL, which is not set" in problems[0].message
 
 
 # --- ue-flow validate ------------------------------------------------------------------
@@ -411,7 +412,7 @@ def test_validate_broken_config_text(tmp_path: Path) -> None:
     assert lines[0].startswith(f"{systems_file}:{find_line(systems_file, '# copied')}:11: error: ")
     assert lines[1].startswith(f"{systems_file}:{find_line(systems_file, 'basket_remove')}:")
     assert "error: " in lines[1]
-    assert "2 error(s) found" in result.stderr
+    assert "2 errors found" in result.stderr
 
 
 def test_validate_broken_config_json(tmp_path: Path) -> None:
@@ -500,4 +501,4 @@ def test_validate_config_and_example_together(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"{config / 'systems.yaml'}:" in result.stderr
     assert f"{example}:{line}:" in result.stderr
-    assert "2 error(s) found" in result.stderr
+    assert "2 errors found" in result.stderr

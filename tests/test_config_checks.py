@@ -28,7 +28,7 @@ BROKEN = {
         (Edit("config/systems.yaml", MITXONLINE_HEADER, "      X-Token: '{{ env.UE_TOKEN }}'\n"),),
         "config/systems.yaml",
         "X-Token:",
-        "systems/0/headers/X-Token: template uses an undefined name",
+        "systems/0/headers/X-Token: template uses env.UE_TOKEN, which is not set",
     ),
     "header name invalid": Broken(
         (Edit("config/systems.yaml", MITXONLINE_HEADER, "      X Deployment: blue\n"),),

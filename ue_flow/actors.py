@@ -27,8 +27,12 @@ logger = structlog.get_logger("ue_flow")
 
 
 def delivery_actor_name(slug: str) -> str:
-    """Return the name of the actor delivering to ``slug``."""
-    return f"deliver_{slug.replace('-', '_')}"
+    """Return the name of the actor delivering to ``slug``.
+
+    The slug is kept as it is, so that slugs differing only in - and _
+    cannot collide.
+    """
+    return f"deliver_{slug}"
 
 
 def now_ms() -> int:
@@ -44,17 +48,20 @@ def declare_actors(
     process_slots: ProcessSlots,
 ) -> tuple[dramatiq.Actor[..., None], dict[str, dramatiq.Actor[..., None]]]:
     """Declare the router and one delivery actor per system on ``broker``."""
-    deliverers = {
-        slug: dramatiq.Actor(
-            _delivery_function(SystemSender(system, config, stores, environ, process_slots)),
+    deliverers = {}
+    for slug, system in config.systems.items():
+        sender = SystemSender(system, config, stores, environ, process_slots)
+        deliverers[slug] = dramatiq.Actor(
+            _delivery_function(sender),
             broker=broker,
             actor_name=delivery_actor_name(slug),
             queue_name=delivery_queue(slug),
             priority=0,
-            options={"max_retries": system.delivery.retry.max_retries},
+            options={
+                "max_retries": system.delivery.retry.max_retries,
+                "dead_letter": sender.dead_letter_from_args,
+            },
         )
-        for slug, system in config.systems.items()
-    }
     router = dramatiq.Actor(
         _route_function(config, deliverers, stores),
         broker=broker,

@@ -70,6 +70,10 @@ DEFAULT_SWEEP_INTERVAL_MS = 5_000
 #: How often workers move due retries to their queues, in milliseconds.
 DEFAULT_SCHEDULER_INTERVAL_MS = 250
 
+#: The longest duration a setting accepts, a year in milliseconds; longer
+#: ones are mistakes, and overflow the timers they reach.
+MAX_DURATION_MS = 365 * 86_400_000
+
 _DURATION = re.compile(r"([0-9]+)(ms|s|m|h|d)")
 _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
@@ -83,7 +87,11 @@ def parse_duration(text: str) -> int:
         )
         raise ValueError(message)
 
-    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+    milliseconds = int(match.group(1)) * _UNIT_MS[match.group(2)]
+    if milliseconds > MAX_DURATION_MS:
+        message = f"invalid duration {text!r}: the longest allowed is 365d"
+        raise ValueError(message)
+    return milliseconds
 
 
 @dataclass(frozen=True)

@@ -100,13 +100,17 @@ class Sender:
                 stream=True,
             )
             with response:
-                content = response.raw.read(MAX_RESPONSE_BYTES, decode_content=True)
+                content = _read_body(response, started + sum(timeouts))
         # Reading the raw body raises urllib3's own errors, not requests'.
+        # ValueError covers what http.client raises for a header value it
+        # cannot encode and a timeout too large for the platform.
         except (
             DisallowedAddress,
             requests.RequestException,
             urllib3.exceptions.HTTPError,
             OSError,
+            ValueError,
+            OverflowError,
         ) as error:
             return Outcome(None, _elapsed_ms(started), error=type(error).__name__)
 
@@ -116,6 +120,29 @@ class Sender:
             retry_after=response.headers.get("Retry-After"),
             response=content.decode("utf-8", errors="replace"),
         )
+
+
+def _read_body(response: requests.Response, deadline: float) -> bytes:
+    """Read up to MAX_RESPONSE_BYTES of the body, raising TimeoutError past ``deadline``.
+
+    The read timeout applies to each read, so an answer that trickles in a
+    byte at a time would otherwise hold the worker thread for as long as
+    the receiver likes. ``deadline`` is a ``time.perf_counter`` value.
+    NOTE: headers that trickle in are still bounded only per read.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while size < MAX_RESPONSE_BYTES:
+        # read1 returns what has arrived, so the deadline is checked between
+        # trickles rather than after a full buffer.
+        chunk = response.raw.read1(4096, decode_content=True)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if time.perf_counter() > deadline:
+            raise TimeoutError("the answer's body arrived too slowly")
+    return b"".join(chunks)[:MAX_RESPONSE_BYTES]
 
 
 def _elapsed_ms(started: float) -> int:

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import dramatiq
@@ -165,7 +165,8 @@ def validate_event(
     """Return the normalized payload of an event, or raise PayloadError.
 
     Checks the event is declared, the payload against its schema, that
-    routing finds each owner, and that ``systems`` names known slugs.
+    each owner is a configured system, and that ``systems`` names systems
+    subscribed to the event.
     """
     config = loaded.config
     event = config.events.get(event_name)
@@ -175,7 +176,7 @@ def validate_event(
 
     payload: dict[str, Any] = normalize(event_name, {"user": user, "data": data})
     loaded.validators[event_name].validate(payload)
-    owners(config, event, payload)
+    owners(config, event, payload, strict=True)
     if systems is not None:
         _check_systems(config, event_name, systems)
     return payload
@@ -190,21 +191,35 @@ def _check_systems(config: Config, event_name: str, systems: Any) -> None:
         rule = f"systems must be a list of slugs, not {type(systems).__name__} {systems!r}"
         raise PayloadError(event_name, "systems", rule)
 
+    subscribers = [system.slug for system in config.subscribers(event_name)]
     for slug in systems:
         if not isinstance(slug, str) or slug not in config.systems:
             known = ", ".join(config.systems)
             raise PayloadError(event_name, "systems", f"unknown system {slug!r}; known: {known}")
+        if slug not in subscribers:
+            rule = (
+                f"system {slug!r} does not subscribe to {event_name}; "
+                f"its subscribers are {', '.join(subscribers) or 'none'}"
+            )
+            raise PayloadError(event_name, "systems", rule)
 
 
-def check_keys(config: Config, environ: Mapping[str, str] | None = None) -> None:
+def check_keys(
+    config: Config,
+    environ: Mapping[str, str] | None = None,
+    systems: Collection[str] | None = None,
+) -> None:
     """Raise ConfigError naming every unset key variable and invalid secret variable.
 
-    Messages name the variables, never their values.
+    Only the systems whose slugs are in ``systems`` are checked, or every
+    system when it is None. Messages name the variables, never their values.
     """
     environ = os.environ if environ is None else environ
     systems_file = config.directory / "systems.yaml"
     problems = []
     for system in config.systems.values():
+        if systems is not None and system.slug not in systems:
+            continue
         where = f"system {system.slug!r}: environment variable"
         if system.events and not environ.get(system.key_env):
             message = (
@@ -228,7 +243,9 @@ def _secret_problem(environ: Mapping[str, str], variable: str) -> str | None:
         try:
             parse_secret(secret)
         except ValueError as error:
-            return f"{variable} holds an invalid signing secret: {error}"
+            # parse_secret's message starts with the words this one starts with.
+            reason = str(error).removeprefix("Invalid signing secret: ")
+            return f"{variable} holds an invalid signing secret: {reason}"
     return None
 
 

@@ -56,6 +56,10 @@ def read_payload_file(path: Path, text: str | None = None) -> PayloadFile:
     except json.JSONDecodeError as error:
         problem = ConfigProblem(path, error.lineno, error.colno, f"invalid JSON: {error.msg}")
         raise ConfigError([problem]) from error
+    except (ValueError, RecursionError) as error:
+        # Integers past Python's digit limit and very deep nesting.
+        message = f"invalid JSON: {type(error).__name__}: {str(error)[:200]}"
+        raise ConfigError([ConfigProblem(path, 1, 1, message)]) from error
 
     if not isinstance(payload, dict) or set(payload) - {"user", "data"}:
         keys = sorted(payload) if isinstance(payload, dict) else type(payload).__name__

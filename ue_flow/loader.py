@@ -5,7 +5,7 @@ from __future__ import annotations
 import keyword
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -73,7 +73,7 @@ def load_config(
     root = config_dir(directory)
     if not root.is_dir():
         message = "configuration directory not found; set UE_FLOW_CONFIG or pass --config"
-        raise ConfigError([ConfigProblem(root, 0, 0, message)])
+        raise ConfigError([ConfigProblem(root.resolve(), 0, 0, message)])
 
     problems: list[ConfigProblem] = []
     events_doc = _load_checked(root / "events.yaml", "events.schema.json", problems)
@@ -137,6 +137,9 @@ def _load_checked(
     errors = sorted(validator.iter_errors(document.data), key=_error_order)
     for schema_error in errors:
         key_path: KeyPath = tuple(schema_error.absolute_path)
+        if _is_key_error(schema_error):
+            # The positions store where the offending key's value starts.
+            key_path = (*key_path, str(schema_error.instance))
         if schema_error.validator == "additionalProperties" and isinstance(
             schema_error.instance, dict
         ):
@@ -209,19 +212,46 @@ def _schema_of(error: jsonschema.ValidationError) -> Mapping[str, Any]:
 def _describe_config_error(error: jsonschema.ValidationError) -> str:
     where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
     schema = _schema_of(error)
-    if error.validator == "not" and "description" in schema:
-        return f"{where}: {schema['description']}"
-    if error.validator == "pattern" and "description" in schema:
+    description = schema.get("description")
+    if error.validator == "not" and description:
+        return f"{where}: {description}"
+    if _is_key_error(error) and description:
+        return f"{where}: invalid key {error.instance!r}; expected {description}"
+    # The descriptions of patterned values state their rule.
+    states_rule = error.validator == "pattern" or (
+        error.validator == "type" and "pattern" in schema
+    )
+    if states_rule and description:
         field_name = str(error.absolute_path[-1]) if error.absolute_path else ""
         if field_name.endswith("_env"):
             # Where a variable's name belongs, the value may be the key itself.
             return (
                 f"{where}: invalid variable name, not shown because it may be a key or "
-                f"secret; expected {schema['description']} Put the key or secret in that variable."
+                f"secret; expected {description}. Put the key or secret in that variable."
             )
-        return f"{where}: invalid value {error.instance!r}; expected {schema['description']}"
+        return f"{where}: invalid value {error.instance!r}; expected {description}"
+    if error.validator == "type" and description:
+        expected = _TYPE_NAMES.get(str(error.validator_value), str(error.validator_value))
+        return f"{where}: invalid value {error.instance!r}; expected {expected}. {description}"
 
     return f"{where}: {error.message}"
+
+
+#: The phrase a type error uses for each JSON Schema type.
+_TYPE_NAMES = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+}
+
+
+def _is_key_error(error: jsonschema.ValidationError) -> bool:
+    # A propertyNames error concerns a key, and its absolute_path ends at
+    # the mapping that contains the key.
+    return "propertyNames" in error.relative_schema_path
 
 
 def _build_events(
@@ -469,13 +499,46 @@ RESERVED_HEADERS = frozenset(
 RESERVED_HEADER_PREFIX = "webhook-"
 
 
-def render_template(template: str, environ: Mapping[str, str]) -> str:
+class TemplateEnvironment:
+    """The ``env`` of systems.yaml templates: single variables, never the whole environment.
+
+    A template reads ``env.NAME`` or ``env['NAME']``; it cannot list or print
+    the environment, and reading a variable in ``hidden``, such as a key or
+    secret variable, raises jinja2.SecurityError, so a template cannot send
+    one system's secret to another.
+    """
+
+    def __init__(self, environ: Mapping[str, str], hidden: frozenset[str] = frozenset()) -> None:
+        self._environ = environ
+        self._hidden = hidden
+
+    def __getitem__(self, name: str) -> str:
+        if name in self._hidden:
+            message = f"env.{name} holds a key or signing secret, which templates cannot read"
+            raise jinja2.exceptions.SecurityError(message)
+        return self._environ[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __str__(self) -> str:
+        return "env"
+
+
+def render_template(
+    template: str, environ: Mapping[str, str], hidden: frozenset[str] = frozenset()
+) -> str:
     """Render a systems.yaml template with the environment available as ``env``.
 
-    Raises jinja2.TemplateError, and jinja2.UndefinedError for a name
-    that is not defined.
+    ``hidden`` names variables the template may not read. Raises
+    jinja2.TemplateError, and jinja2.UndefinedError for a name that is not
+    defined.
     """
-    return _TEMPLATES.from_string(template).render(env=dict(environ)).strip()
+    env = TemplateEnvironment(environ, hidden)
+    return _TEMPLATES.from_string(template).render(env=env).strip()
 
 
 def _render_checked(
@@ -487,16 +550,29 @@ def _render_checked(
 ) -> str | None:
     where = "/".join(str(part) for part in key_path)
     try:
-        return render_template(template, environ)
+        return render_template(template, environ, _secret_variables(document))
     except jinja2.UndefinedError as error:
+        missing = re.search(r"has no attribute '([^']+)'", error.message or "")
+        name = f"env.{missing.group(1)}" if missing else "a name"
         message = (
-            f"{where}: template uses an undefined name ({error.message}); "
+            f"{where}: template uses {name}, which is not set; "
             "set it in the environment or add | default('...')"
         )
         problems.append(document.problem(key_path, message))
     except jinja2.TemplateError as error:
         problems.append(document.problem(key_path, f"{where}: invalid template: {error}"))
     return None
+
+
+def _secret_variables(document: YamlDocument) -> frozenset[str]:
+    # Every variable systems.yaml names for a key or secret, of any system.
+    names = set()
+    for entry in document.data.get("systems") or ():
+        if isinstance(entry, Mapping):
+            for field in ("key_env", "secret_env", "previous_secret_env"):
+                if isinstance(entry.get(field), str):
+                    names.add(entry[field])
+    return frozenset(names)
 
 
 def _render_url(
@@ -517,6 +593,9 @@ def _render_url(
         allow_private_network=entry.get("allow_private_network", False),
     )
     if problem:
+        # The message shows the template, not what the environment filled in.
+        if url != entry["url"]:
+            problem = problem.replace(repr(url), f"{entry['url']!r} (once rendered)")
         problems.append(document.problem((*key_path, "url"), f"{where}: {problem}"))
     return url
 
@@ -556,6 +635,13 @@ def _render_headers(
         # The value is not quoted in the message because it may hold a secret.
         if any((ord(char) < 0x20 and char != "\t") or ord(char) == 0x7F for char in value):
             message = f"{where}: the rendered value contains a line break or control character"
+            problems.append(document.problem(header_path, message))
+            continue
+        if not value.isascii():
+            message = (
+                f"{where}: the rendered value contains characters outside ASCII, which "
+                "HTTP header values cannot carry reliably; percent-encode or remove them"
+            )
             problems.append(document.problem(header_path, message))
             continue
         rendered.append((name, value))

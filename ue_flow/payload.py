@@ -93,17 +93,19 @@ def _is_writable_int(value: int) -> bool:
 def _convert(event_name: str, value: Any, path: str, depth: int) -> Any:
     if value is None or isinstance(value, bool):
         return value
+    # Subclasses such as Django's SafeString or an IntEnum become plain values,
+    # which the validators and the JSON encoder accept.
     if isinstance(value, str):
         if not _is_utf8(value):
             rule = f"{value!r} contains a lone surrogate, which UTF-8 cannot encode"
             raise PayloadError(event_name, path, rule)
-        return value
+        return str.__str__(value)
     if isinstance(value, int):
         if not _is_writable_int(value):
             limit = sys.get_int_max_str_digits()
             rule = f"the integer has more than {limit} digits, too many for Python's json module"
             raise PayloadError(event_name, path, rule)
-        return value
+        return int(value)
     if isinstance(value, Decimal):
         return _decimal_text(event_name, value, path)
     if isinstance(value, float):

@@ -10,6 +10,7 @@ worker's memory, and given-up deliveries become dead letters.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import dramatiq
 import redis
@@ -70,7 +71,9 @@ class DurableRetries(Middleware):
 
     @property
     def actor_options(self) -> set[str]:
-        return {"max_retries", "throws"}
+        # dead_letter: a function of (message args, attempts, reason) that
+        # returns the DeadLetter of a message that gave up unexpectedly.
+        return {"max_retries", "throws", "dead_letter"}
 
     def after_process_message(
         self,
@@ -146,13 +149,7 @@ class DurableRetries(Middleware):
         throws = actor.options.get("throws")
         max_retries = actor.options.get("max_retries", DEFAULT_MAX_RETRIES)
         if (throws and isinstance(exception, throws)) or retries >= max_retries:
-            logger.warning(
-                "message.failed",
-                message_id=message.message_id,
-                actor=message.actor_name,
-                retries=retries,
-            )
-            message.fail()
+            self._give_up(actor, message, exception, retries)
             return
 
         _, delay_ms = compute_backoff(
@@ -165,6 +162,30 @@ class DurableRetries(Middleware):
             retry_in_ms=delay_ms,
         )
         self._schedule(message, delay_ms, retries + 1)
+
+    def _give_up(
+        self,
+        actor: dramatiq.Actor[..., Any],
+        message: MessageProxy,
+        exception: BaseException,
+        retries: int,
+    ) -> None:
+        # A delivery actor turns its message into a ue-flow dead letter, which
+        # operators can list and replay; Dramatiq's own dead-letter queue is
+        # read by nobody and expires.
+        reason = f"gave up after an unexpected {type(exception).__name__}: {exception}"
+        to_dead_letter = actor.options.get("dead_letter")
+        logger.error(
+            "message.failed",
+            message_id=message.message_id,
+            actor=message.actor_name,
+            retries=retries,
+            error=f"{type(exception).__name__}: {exception}",
+        )
+        if to_dead_letter is None:
+            message.fail()
+            return
+        self.dead_letters.add(to_dead_letter(message.args, retries + 1, reason[:500]))
 
     def _schedule(self, message: MessageProxy, delay_ms: int, retries: int) -> None:
         due_ms = int(time.time() * 1000) + delay_ms

@@ -43,21 +43,39 @@ def _owner_slug(config: Config, event: EventType, owner: Any, pointer: str) -> s
     raise PayloadError(event.name, _json_path(pointer), rule)
 
 
-def owners(config: Config, event: EventType, payload: Mapping[str, Any]) -> list[str | None]:
+def owners(
+    config: Config, event: EventType, payload: Mapping[str, Any], *, strict: bool = False
+) -> list[str | None]:
     """Return the owning system of each routed item, or of the whole payload.
 
-    An owner that names no configured system is None: nobody receives that
-    item. Raises PayloadError when the owner field is missing.
+    An owner that names no configured system is None, so nobody receives
+    that item, unless ``strict``, as at emit, when it raises PayloadError:
+    a mistyped owner would otherwise drop an order without a trace. Raises
+    PayloadError when the owner field is missing.
     """
     routing = event.routing
     if routing.items is None:
-        return [_owner_at(config, event, payload, routing.owner)]
+        pointers = [routing.owner]
+    else:
+        items = _array_at(event, payload, routing.items)
+        pointers = [f"{routing.items}/{index}{routing.owner}" for index in range(len(items))]
 
-    items = _array_at(event, payload, routing.items)
-    return [
-        _owner_at(config, event, payload, f"{routing.items}/{index}{routing.owner}")
-        for index in range(len(items))
-    ]
+    found = [_owner_at(config, event, payload, pointer) for pointer in pointers]
+    if strict:
+        for pointer, slug in zip(pointers, found, strict=True):
+            if slug is None:
+                _raise_unknown_owner(config, event, payload, pointer)
+    return found
+
+
+def _raise_unknown_owner(config: Config, event: EventType, payload: Any, pointer: str) -> None:
+    value = resolve_pointer(payload, pointer)
+    known = ", ".join(
+        f"{slug} (id {system.ue_id})" if system.ue_id is not None else slug
+        for slug, system in config.systems.items()
+    )
+    rule = f"owner {value!r} names no configured system; systems.yaml declares {known}"
+    raise PayloadError(event.name, _json_path(pointer), rule)
 
 
 def _array_at(event: EventType, payload: Any, pointer: str) -> list[Any]:

@@ -225,6 +225,14 @@ class SystemSender:
                 self._dead_letter(envelope, retries, None, DISABLED_REASON)
             )
 
+    def dead_letter_from_args(
+        self, args: tuple[Any, ...], attempts: int, reason: str
+    ) -> DeadLetter:
+        """Return the dead letter of a delivery message with arguments ``args``."""
+        event_id, event_name, user, data, emitted_at_ms = args
+        envelope: Envelope = (event_id, event_name, user, data, emitted_at_ms)
+        return self._dead_letter(envelope, attempts, None, reason)
+
     def _dead_letter(
         self, envelope: Envelope, attempts: int, outcome: Outcome | None, reason: str
     ) -> DeadLetter:
@@ -257,7 +265,9 @@ class SystemSender:
                 duration_ms=outcome.duration_ms,
                 status=outcome.status,
                 error=outcome.error,
-                response=self._redact(outcome.response[:RESPONSE_EXCERPT_BYTES]),
+                # Redacted before it is cut, so that a key cut in half at
+                # the end cannot slip through.
+                response=self._redact(outcome.response)[:RESPONSE_EXCERPT_BYTES],
             ),
             pipe,
         )

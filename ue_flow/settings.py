@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -77,9 +78,16 @@ class SettingsReader:
 
         Setting a schedule drops an inherited backoff, and the reverse.
         """
+        jitter = float(entry.get("jitter", defaults.jitter))
+        if not math.isfinite(jitter):
+            # The config schema's range check lets NaN through.
+            where = "/".join(str(part) for part in (*key_path, "jitter"))
+            message = f"{where}: invalid value {jitter}; expected a fraction from 0 to 1"
+            self.problems.append(self.document.problem((*key_path, "jitter"), message))
+            jitter = defaults.jitter
         policy = dataclasses.replace(
             defaults,
-            jitter=float(entry.get("jitter", defaults.jitter)),
+            jitter=jitter,
             max_age_ms=self.duration(entry, "max_age", key_path, defaults.max_age_ms),
             retry_after_cap_ms=self.duration(
                 entry, "retry_after_cap", key_path, defaults.retry_after_cap_ms
