@@ -15,7 +15,7 @@ from .urlsafety import DisallowedAddress, VettedAdapter
 #: Sent with every delivery so that receivers can tell ue-flow's traffic apart.
 USER_AGENT = f"ue-flow/{__version__}"
 
-#: The most of an answer's body that is read; the rest is dropped with the connection.
+#: The most of a response body that is read; the rest is dropped with the connection.
 MAX_RESPONSE_BYTES = 65_536
 
 
@@ -23,10 +23,10 @@ MAX_RESPONSE_BYTES = 65_536
 class Outcome:
     """The result of one HTTP attempt.
 
-    ``status`` is the HTTP status, or None when no answer came back, in
+    ``status`` is the HTTP status, or None when no response came back, in
     which case ``error`` names the error class. ``duration_ms`` is the
     wall time of the attempt in integer milliseconds. ``response`` is the
-    start of the answer's body, decoded leniently.
+    start of the response body, decoded leniently.
     """
 
     status: int | None
@@ -37,7 +37,7 @@ class Outcome:
 
     @property
     def delivered(self) -> bool:
-        """True only for a 2xx answer: redirects and errors are failures."""
+        """True only for a 2xx response: redirects and errors are failures."""
         return self.status is not None and 200 <= self.status < 300
 
     @property
@@ -125,7 +125,7 @@ class Sender:
 def _read_body(response: requests.Response, deadline: float) -> bytes:
     """Read up to MAX_RESPONSE_BYTES of the body, raising TimeoutError past ``deadline``.
 
-    The read timeout applies to each read, so an answer that trickles in a
+    The read timeout applies to each read, so a response that trickles in a
     byte at a time would otherwise hold the worker thread for as long as
     the receiver likes. ``deadline`` is a ``time.perf_counter`` value.
     NOTE: headers that trickle in are still bounded only per read.
@@ -141,7 +141,7 @@ def _read_body(response: requests.Response, deadline: float) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
         if time.perf_counter() > deadline:
-            raise TimeoutError("the answer's body arrived too slowly")
+            raise TimeoutError("the response body arrived too slowly")
     return b"".join(chunks)[:MAX_RESPONSE_BYTES]
 
 

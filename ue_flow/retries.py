@@ -172,7 +172,7 @@ class DurableRetries(Middleware):
     ) -> None:
         # A delivery actor turns its message into a ue-flow dead letter, which
         # operators can list and replay; Dramatiq's own dead-letter queue is
-        # read by nobody and expires.
+        # not read by ue-flow, and its entries expire.
         reason = f"gave up after an unexpected {type(exception).__name__}: {exception}"
         to_dead_letter = actor.options.get("dead_letter")
         logger.error(

@@ -273,7 +273,7 @@ class SystemSender:
         )
 
     def _redact(self, text: str) -> str:
-        # A receiver may echo the request in its answer; the key and the
+        # A receiver may echo the request in its response; the key and the
         # secrets must not reach the attempt log that way.
         for secret in (self.environ.get(self.system.key_env, ""), *self._secrets()):
             if secret:
