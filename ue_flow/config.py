@@ -10,7 +10,7 @@ from pathlib import Path
 #: Milliseconds allowed to open a connection when events.yaml sets no connect_timeout.
 DEFAULT_CONNECT_TIMEOUT_MS = 3_000
 
-#: Milliseconds allowed between bytes of the answer when events.yaml sets no read_timeout.
+#: Milliseconds allowed between bytes of the response when events.yaml sets no read_timeout.
 DEFAULT_READ_TIMEOUT_MS = 10_000
 
 #: Close to the Standard Webhooks example: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
@@ -34,7 +34,7 @@ DEFAULT_BACKOFF_RETRIES = 10
 #: A delivery still failing three days after its event is dead, in milliseconds.
 DEFAULT_MAX_AGE_MS = 3 * 86_400_000
 
-#: The longest wait a Retry-After header can impose, in milliseconds.
+#: The maximum wait a Retry-After header can impose, in milliseconds.
 DEFAULT_RETRY_AFTER_CAP_MS = 3_600_000
 
 #: Deliveries to one system in flight at once, across all workers, so that a
@@ -70,8 +70,8 @@ DEFAULT_SWEEP_INTERVAL_MS = 5_000
 #: How often workers move due retries to their queues, in milliseconds.
 DEFAULT_SCHEDULER_INTERVAL_MS = 250
 
-#: The longest duration a setting accepts, a year in milliseconds; longer
-#: ones are mistakes, and overflow the timers they reach.
+#: The maximum duration a setting accepts, a year in milliseconds. Longer
+#: ones are mistakes, and they overflow the timers they reach.
 MAX_DURATION_MS = 365 * 86_400_000
 
 _DURATION = re.compile(r"([0-9]+)(ms|s|m|h|d)")
@@ -102,7 +102,7 @@ class RetryPolicy:
     schedule is set; otherwise ``base_ms * factor ** n`` capped at
     ``cap_ms``, for ``retries`` retries. Either way each wait moves at
     random by up to ``jitter`` times itself. A delivery older than
-    ``max_age_ms`` is not retried again, and an answer whose status is in
+    ``max_age_ms`` is not retried again, and a response whose status is in
     ``give_up_on`` is not retried at all.
     """
 
@@ -147,7 +147,7 @@ class CircuitBreaker:
 
 @dataclass(frozen=True)
 class DeliverySettings:
-    """How deliveries to one system are sent. Durations are integer milliseconds."""
+    """Settings of the deliveries to one system. Durations are integer milliseconds."""
 
     connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS
     read_timeout_ms: int = DEFAULT_READ_TIMEOUT_MS
@@ -168,7 +168,7 @@ class Retention:
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """How workers find work. Durations are integer milliseconds.
+    """Settings of how workers find work. Durations are integer milliseconds.
 
     A worker that sends no heartbeat for ``heartbeat_timeout_ms`` is dead,
     and the next sweep, every ``sweep_interval_ms``, puts its unfinished

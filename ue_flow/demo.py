@@ -86,7 +86,7 @@ class DemoReceivers:
         return f"http://{host!s}:{port}/webhook/"
 
     def record(self, slug: str, body: bytes, headers: dict[str, str]) -> int:
-        """Verify one request, remember it and return the status to answer."""
+        """Verify one request, record it and return the status to respond with."""
         webhook_id = headers.get("webhook-id", "")
         envelope = json.loads(body)
         with self._lock:

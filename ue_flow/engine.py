@@ -109,7 +109,7 @@ class Engine:
         broker cannot take it; in both cases nothing was queued.
         """
         if systems is not None and not isinstance(systems, str | bytes):
-            # A generator would be used up by validation and route to nobody.
+            # A generator would be used up by validation, and the event routed to no system.
             with contextlib.suppress(TypeError):
                 systems = list(systems)
         payload = self.validate(event_name, user=user, data=data, systems=systems)

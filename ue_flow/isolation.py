@@ -27,7 +27,7 @@ class ProcessSlots:
     def __init__(self) -> None:
         self._freed = threading.Condition()
         self._in_flight: dict[str, int] = {}
-        #: The most deliveries to one system at once in this process; None is no cap.
+        #: The maximum deliveries to one system at once in this process; None is no cap.
         self.limit: int | None = None
 
     def acquire(self, slug: str, timeout_s: float = SHARE_WAIT_S) -> bool:

@@ -1,4 +1,4 @@
-"""What to do after an attempt: deliver, retry later, or give up."""
+"""The verdict after an attempt: delivered, retry later, or give up."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class Decision:
     """The verdict on one failed attempt.
 
     ``delay_ms`` is the wait before the retry, when ``retry`` is True;
-    otherwise ``reason`` says why the delivery stops.
+    otherwise ``reason`` states why the delivery stops.
     """
 
     retry: bool

@@ -28,7 +28,7 @@ DEFAULT_MAX_RETRIES = 20
 #: The first wait after an unexpected failure, in milliseconds; it doubles.
 DEFAULT_MIN_BACKOFF_MS = 5_000
 
-#: The longest wait after an unexpected failure, in milliseconds.
+#: The maximum wait after an unexpected failure, in milliseconds.
 DEFAULT_MAX_BACKOFF_MS = 3_600_000
 
 #: The pause between tries to store a retry while Redis is unreachable, in seconds.

@@ -125,7 +125,7 @@ class PayloadValidator:
         if error is None:
             # The two validators also disagree where Python's regular
             # expressions do, such as "$" matching before a final newline;
-            # the stricter verdict of jsonschema-rs stands.
+            # the stricter verdict of jsonschema-rs is kept.
             self._raise_fast_error(payload)
         raise PayloadError(self.event_name, error.json_path, describe_error(error))
 

@@ -54,7 +54,7 @@ _SHOWN_CHARACTERS = 64
 class Unauthorized(Error):
     """Raised when a delivery is not from a trusted sender: respond with 401.
 
-    ``reason`` says which check failed and is safe to log, because it never
+    ``reason`` names the check that failed and is safe to log, because it never
     contains a key, a secret or a signature.
     """
 

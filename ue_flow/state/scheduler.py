@@ -23,7 +23,7 @@ from dramatiq.broker import MessageProxy
 #: retry is moved again, possibly twice, which at-least-once allows.
 CLAIM_LEASE_MS = 60_000
 
-#: The most retries moved per queue in one pass.
+#: The maximum number of retries moved per queue in one pass.
 CLAIM_BATCH = 500
 
 # Claims the due members by pushing their score past the lease, atomically,
