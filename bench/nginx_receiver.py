@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.common import free_port
 from bench.receiver import Receiver
 
-#: Where Debian installs nginx; PATH is searched first.
+#: The directory Debian installs nginx in, searched after PATH.
 NGINX_FALLBACK_PATH = "/usr/sbin/nginx"
 
 #: How long nginx may take to listen after it starts, in seconds.

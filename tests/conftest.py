@@ -176,14 +176,14 @@ class Request:
         return json.loads(self.body)
 
 
-#: One scripted answer: a status, a status with headers, ("hang", seconds)
-#: to answer 200 only after that long, or "close" to drop the connection.
+#: One scripted response: a status, a status with headers, ("hang", seconds)
+#: to respond 200 only after that long, or "close" to drop the connection.
 Answer = int | tuple[int, dict[str, str]] | tuple[str, float] | str
 
 
 @dataclass
 class Receiver:
-    """An HTTP server on 127.0.0.1 that answers from a script, then with 200."""
+    """An HTTP server on 127.0.0.1 that responds from a script, then with 200."""
 
     statuses: list[Answer] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
@@ -202,7 +202,12 @@ class Receiver:
         return list(self.requests)
 
 
-def _start_receiver(receiver: Receiver) -> Receiver:
+def start_receiver(receiver: Receiver, port: int = 0) -> Receiver:
+    """Serve ``receiver`` on 127.0.0.1:``port`` (0 picks a free port).
+
+    A fixed port lets a test shut a receiver down and bring it back where
+    workers already send.
+    """
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -235,7 +240,7 @@ def _start_receiver(receiver: Receiver) -> Receiver:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    receiver.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     threading.Thread(target=receiver.server.serve_forever, daemon=True).start()
     return receiver
 
@@ -243,7 +248,7 @@ def _start_receiver(receiver: Receiver) -> Receiver:
 @pytest.fixture
 def receivers() -> Iterator[dict[str, Receiver]]:
     """One scripted receiver per shipped system, keyed by slug."""
-    started = {slug: _start_receiver(Receiver()) for slug in ("mitxonline", "learn")}
+    started = {slug: start_receiver(Receiver()) for slug in ("mitxonline", "learn")}
     yield started
     for receiver in started.values():
         assert receiver.server is not None

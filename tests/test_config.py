@@ -263,8 +263,8 @@ BROKEN = {
 }
 
 
-@pytest.mark.parametrize("case", BROKEN.values(), ids=BROKEN.keys())
-def test_broken_config_reported(tmp_path: Path, case: Broken) -> None:
+def check_single_problem(tmp_path: Path, case: Broken) -> None:
+    """Apply ``case`` to a copy of the config; expect exactly its one problem."""
     config = write_config(tmp_path)
     apply_edits(tmp_path, case.edits)
 
@@ -274,6 +274,11 @@ def test_broken_config_reported(tmp_path: Path, case: Broken) -> None:
     assert problems[0].path.resolve() == (tmp_path / case.file).resolve()
     assert problems[0].line == find_line(tmp_path / case.file, case.marker)
     assert case.fragment in problems[0].message
+
+
+@pytest.mark.parametrize("case", BROKEN.values(), ids=BROKEN.keys())
+def test_broken_config_reported(tmp_path: Path, case: Broken) -> None:
+    check_single_problem(tmp_path, case)
 
 
 def test_yaml_syntax_error_column(tmp_path: Path) -> None:

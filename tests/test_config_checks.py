@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_config
-from tests.test_config import Broken, Edit, apply_edits, find_line, load_problems
+from tests.test_config import (
+    Broken,
+    Edit,
+    apply_edits,
+    check_single_problem,
+    load_problems,
+)
 
 MITXONLINE_HEADER = "      X-UE-Deployment: \"{{ env.UE_DEPLOYMENT | default('development') }}\"\n"
 
@@ -113,15 +119,7 @@ BROKEN = {
 
 @pytest.mark.parametrize("case", BROKEN.values(), ids=BROKEN.keys())
 def test_broken_config_reported(tmp_path: Path, case: Broken) -> None:
-    config = write_config(tmp_path)
-    apply_edits(tmp_path, case.edits)
-
-    problems = load_problems(config)
-
-    assert len(problems) == 1, problems
-    assert problems[0].path.resolve() == (tmp_path / case.file).resolve()
-    assert problems[0].line == find_line(tmp_path / case.file, case.marker)
-    assert case.fragment in problems[0].message
+    check_single_problem(tmp_path, case)
 
 
 def test_other_file_checked_after_schema_error(tmp_path: Path) -> None:

@@ -59,7 +59,10 @@ def _line_ids(request_envelope: dict[str, object]) -> list[int]:
 
 def test_post_sale_split_by_system(
     broker: BrokerSetup,
-    app_engine: Engine, worker_env: dict[str, str], receivers: dict[str, Receiver], start_worker
+    app_engine: Engine,
+    worker_env: dict[str, str],
+    receivers: dict[str, Receiver],
+    start_worker,
 ) -> None:
     start_worker(worker_env)
     payload = load_example("post_sale", "two_systems")
@@ -89,7 +92,10 @@ def test_post_sale_split_by_system(
 
 def test_retry_after_two_500s(
     broker: BrokerSetup,
-    app_engine: Engine, worker_env: dict[str, str], receivers: dict[str, Receiver], start_worker
+    app_engine: Engine,
+    worker_env: dict[str, str],
+    receivers: dict[str, Receiver],
+    start_worker,
 ) -> None:
     receivers["mitxonline"].statuses = [500, 500]
     start_worker(worker_env)
@@ -104,7 +110,10 @@ def test_retry_after_two_500s(
 
 def test_redirect_not_followed(
     broker: BrokerSetup,
-    app_engine: Engine, worker_env: dict[str, str], receivers: dict[str, Receiver], start_worker
+    app_engine: Engine,
+    worker_env: dict[str, str],
+    receivers: dict[str, Receiver],
+    start_worker,
 ) -> None:
     # A 301 counts as a failure: the retry goes to the configured URL again.
     receivers["mitxonline"].statuses = [301]
@@ -118,7 +127,10 @@ def test_redirect_not_followed(
 
 def test_every_example_delivered(
     broker: BrokerSetup,
-    default_emit: None, worker_env: dict[str, str], receivers: dict[str, Receiver], start_worker
+    default_emit: None,
+    worker_env: dict[str, str],
+    receivers: dict[str, Receiver],
+    start_worker,
 ) -> None:
     start_worker(worker_env)
     for path in sorted((ROOT / "examples").glob("*/*.json")):
@@ -201,7 +213,10 @@ def test_key_absent_from_broker(
 
 def test_worker_exports_metrics(
     broker: BrokerSetup,
-    app_engine: Engine, worker_env: dict[str, str], receivers: dict[str, Receiver], start_worker
+    app_engine: Engine,
+    worker_env: dict[str, str],
+    receivers: dict[str, Receiver],
+    start_worker,
 ) -> None:
     start_worker(worker_env)
     app_engine.emit("post_sale", **load_example("post_sale", "two_systems"))

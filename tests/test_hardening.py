@@ -57,7 +57,7 @@ def test_template_cannot_read_secret(tmp_path: Path) -> None:
     problems = problems_of(config, {"UE_FLOW_SECRET_LEARN": "whsec_notprinted"})
 
     assert len(problems) == 1
-    assert "env.UE_FLOW_SECRET_LEARN holds a key or signing secret" in problems[0]
+    assert "env.UE_FLOW_SECRET_LEARN contains a key or signing secret" in problems[0]
     assert "whsec_notprinted" not in problems[0]
 
 
@@ -210,7 +210,7 @@ def dripping_server() -> Iterator[str]:
 
 
 def test_dripping_answer_times_out(dripping_server: str) -> None:
-    # Each byte arrives well within the read timeout, but the whole answer
+    # Each byte arrives well within the read timeout, but the whole response
     # would take ten seconds; the attempt stops near connect plus read.
     outcome = Sender().post(dripping_server, b"{}", {}, (500, 500), allow_private_network=True)
 

@@ -81,7 +81,10 @@ def emit_basket(engine: Engine) -> str:
 
 def test_gone_disables_and_parks(
     broker: BrokerSetup,
-    worker_env: dict[str, str], tmp_path: Path, receivers: dict[str, Receiver], start_worker
+    worker_env: dict[str, str],
+    tmp_path: Path,
+    receivers: dict[str, Receiver],
+    start_worker,
 ) -> None:
     env = custom_env(worker_env, tmp_path)
     engine = engine_for(env)
@@ -188,7 +191,10 @@ def test_give_up_on_status(
 
 def test_dead_letter_then_replay(
     broker: BrokerSetup,
-    worker_env: dict[str, str], tmp_path: Path, receivers: dict[str, Receiver], start_worker
+    worker_env: dict[str, str],
+    tmp_path: Path,
+    receivers: dict[str, Receiver],
+    start_worker,
 ) -> None:
     env = custom_env(worker_env, tmp_path, retry={"schedule": ["100ms"], "jitter": 0})
     engine = engine_for(env)
@@ -253,7 +259,10 @@ def test_attempt_log_lists_attempts(
 
 def test_redeliver_sends_again(
     broker: BrokerSetup,
-    worker_env: dict[str, str], tmp_path: Path, receivers: dict[str, Receiver], start_worker
+    worker_env: dict[str, str],
+    tmp_path: Path,
+    receivers: dict[str, Receiver],
+    start_worker,
 ) -> None:
     env = custom_env(worker_env, tmp_path)
     engine = engine_for(env)
@@ -346,7 +355,10 @@ def test_scheduled_retry_survives_restart(
 
 def test_hanging_peer_spares_healthy(
     broker: BrokerSetup,
-    worker_env: dict[str, str], tmp_path: Path, receivers: dict[str, Receiver], start_worker
+    worker_env: dict[str, str],
+    tmp_path: Path,
+    receivers: dict[str, Receiver],
+    start_worker,
 ) -> None:
     systems = {"learn": {"delivery": {"read_timeout": "2s", "max_in_flight": 2}}}
     env = custom_env(worker_env, tmp_path, systems=systems)

@@ -50,7 +50,7 @@ class Received:
 class DemoReceivers:
     """One HTTP receiver per system on 127.0.0.1, each verifying what it gets.
 
-    The first request to the first system is answered with 503, so the
+    The first request to the first system gets a 503, so the
     demo shows a retry that carries the same ``webhook-id``.
     """
 

@@ -3,7 +3,7 @@
 The in-flight limit in Redis bounds one system's deliveries across all
 workers, but each worker process fetches messages for every queue into
 its own work queue. Without a cap per process, every thread of one
-process can wait on a hanging system while that process holds healthy
+process can wait on a hanging system while that process has healthy
 systems' messages it cannot start. Here each system may use at most half
 of a process's threads whenever more than one system is configured.
 """

@@ -35,7 +35,7 @@ from .signing import SECRET_PREFIX
 from .urlsafety import host_problem
 from .yamlfile import KeyPath, YamlDocument, load_yaml
 
-#: Where the configuration is read from when neither an argument nor
+#: The configuration directory used when neither an argument nor
 #: UE_FLOW_CONFIG names a directory.
 DEFAULT_CONFIG_DIR = "./config"
 
@@ -514,7 +514,7 @@ class TemplateEnvironment:
 
     def __getitem__(self, name: str) -> str:
         if name in self._hidden:
-            message = f"env.{name} holds a key or signing secret, which templates cannot read"
+            message = f"env.{name} contains a key or signing secret, which templates cannot read"
             raise jinja2.exceptions.SecurityError(message)
         return self._environ[name]
 

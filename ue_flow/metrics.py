@@ -1,7 +1,7 @@
 """Prometheus metrics of deliveries, exported with Dramatiq's Prometheus middleware.
 
 Dramatiq's middleware serves every worker process's metrics from one
-exposition server (port 9191 unless ``dramatiq_prom_port`` says otherwise)
+exposition server (port 9191 unless ``dramatiq_prom_port`` sets another)
 using prometheus_client's multiprocess mode. The delivery metrics here
 join the same registry, so they must be created after the multiprocess
 directory is set, which is at process boot.

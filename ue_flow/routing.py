@@ -48,7 +48,7 @@ def owners(
 ) -> list[str | None]:
     """Return the owning system of each routed item, or of the whole payload.
 
-    An owner that names no configured system is None, so nobody receives
+    An owner that names no configured system is None, so no system receives
     that item, unless ``strict``, as at emit, when it raises PayloadError:
     a mistyped owner would otherwise drop an order without a trace. Raises
     PayloadError when the owner field is missing.

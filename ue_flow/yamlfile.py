@@ -17,9 +17,9 @@ KeyPath = tuple[str | int, ...]
 #: recurse once or more per level, and configuration files need a few.
 MAX_DEPTH = 100
 
-#: The most values a document may hold once its aliases are expanded, so
+#: The maximum number of values in a document once its aliases are expanded, so
 #: that a "billion laughs" of nested aliases is rejected instead of
-#: expanded. Configuration files hold a few hundred.
+#: expanded. Configuration files have a few hundred.
 MAX_VALUES = 100_000
 
 

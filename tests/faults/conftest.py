@@ -6,19 +6,25 @@ import json
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from tests.conftest import REDIS_URL, Receiver, Request, free_port, load_example, write_config
+from tests.conftest import (
+    REDIS_URL,
+    Receiver,
+    Request,
+    free_port,
+    load_example,
+    start_receiver,
+    write_config,
+)
 from ue_flow.engine import Engine
 from ue_flow.loader import load_config
 from ue_flow.routing import route
@@ -171,41 +177,8 @@ def assert_delivered_once_or_more(result: Tally) -> None:
 
 
 def serve_receiver(receiver: Receiver, port: int = 0) -> Receiver:
-    """Serve ``receiver`` on 127.0.0.1:``port``, recording requests and replying from its script.
-
-    Unlike the shared fixture, this can bind a fixed port, so that a
-    receiver shut down by a test can come back where workers send.
-    Script entries: a status, (status, headers), or ("hang", seconds)
-    for a 200 after that delay.
-    """
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            headers = {name.lower(): value for name, value in self.headers.items()}
-            with lock:
-                receiver.requests.append(Request(headers, body))
-                receiver.arrivals.append(time.monotonic())
-                answer = receiver.statuses.pop(0) if receiver.statuses else 200
-            extra: dict[str, str] = {}
-            if isinstance(answer, tuple) and answer[0] == "hang":
-                time.sleep(float(answer[1]))
-                answer = 200
-            if isinstance(answer, tuple):
-                answer, extra = answer  # type: ignore[assignment]
-            self.send_response(int(answer))  # type: ignore[arg-type]
-            for name, value in extra.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    receiver.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=receiver.server.serve_forever, daemon=True).start()
-    return receiver
+    """Serve ``receiver`` on 127.0.0.1:``port``, as the shared fixtures do."""
+    return start_receiver(receiver, port)
 
 
 def shut_receiver(receiver: Receiver) -> None:

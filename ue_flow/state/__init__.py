@@ -1,6 +1,6 @@
 """Delivery state kept in Redis and shared by every worker and command.
 
-Each module holds one kind of state under the engine's key prefix:
+Each module keeps one kind of state under the engine's key prefix:
 scheduled retries, dead letters, the attempt log and delivery records,
 per-system health, and idempotency keys.
 """

@@ -23,7 +23,7 @@ RESPONSE_EXCERPT_BYTES = 2048
 class Attempt:
     """One HTTP attempt. Times are Unix epoch milliseconds.
 
-    ``status`` is the HTTP status, or None when no answer came; ``error``
+    ``status`` is the HTTP status, or None when no response came; ``error``
     then names the error class. ``response`` is the start of the body.
     """
 

@@ -14,7 +14,7 @@ import redis
 class DeadLetter:
     """A delivery that will not be retried on its own.
 
-    It holds the envelope's parts without the key, which workers look up
+    It contains the envelope's parts without the key, which workers look up
     again when a replay sends it. Times are Unix epoch milliseconds.
     """
 
