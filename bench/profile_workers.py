@@ -1,12 +1,13 @@
 """Sample running worker processes with py-spy and list where their time goes.
 
-Usage: .venv/bin/python bench/profile_workers.py PY_SPY [ue_flow|bare] [--events N]
+Usage: .venv/bin/python bench/profile_workers.py PY_SPY [ue_flow|bare] [--events N] [--top N]
 
 PY_SPY is the path of a py-spy executable, installed apart from the
 project (for example in its own venv), because py-spy is not a dependency.
-The script starts one worker pool like the end-to-end benchmark, sends the
-events, samples every worker process for a few seconds while they deliver,
-and prints the functions with the most samples, inclusive and self.
+The script starts one worker pool like the end-to-end benchmark, with its
+fast receiver, sends the events, samples every worker process for a few
+seconds while they deliver, and prints the functions with the most
+samples, inclusive and self.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import throughput
 from bench.common import copy_config
-from bench.receiver import Receiver
+from bench.nginx_receiver import fast_receiver
 from ue_flow.logs import configure_logging
 
 #: How long py-spy samples each worker process, in seconds.
@@ -43,12 +44,13 @@ def main() -> int:
         action="store_true",
         help="sample every thread, waiting ones included, instead of only the GIL holder",
     )
+    parser.add_argument("--top", type=int, default=30, help="functions to list (default 30)")
     args = parser.parse_args()
 
     configure_logging(logging.INFO)
     work = Path(tempfile.mkdtemp(prefix="ue_flow_profile_"))
     config_dir = copy_config(work)
-    receiver = Receiver(2)
+    receiver, _ = fast_receiver(2)
     outputs: list[Path] = []
     original = throughput.WorkerPool.wait_ready
 
@@ -92,7 +94,7 @@ def main() -> int:
         receiver.stop()
     time.sleep(SAMPLE_SECONDS)
     print(f"{args.target}: {outcome['per_second']:.0f} deliveries/s while sampled")
-    print_top(outputs)
+    print_top(outputs, args.top)
     return 0
 
 

@@ -151,6 +151,51 @@ def rabbitmq_peek(url: str, queue_name: str) -> list[bytes]:
         connection.close()
 
 
+#: The start of every system's delivery queue name, which ends with the slug.
+DELIVERY_QUEUE_PREFIX = "deliver."
+
+
+def redis_queued(client: redis.Redis, namespace: str, queue_name: str) -> list[dict[str, Any]]:
+    """Return the decoded messages ready on the Redis queue ``queue_name``, in queue order.
+
+    Dramatiq's Redis broker keeps the message ids of a queue in the list
+    ``<namespace>:<queue_name>`` and each message's JSON body in the hash
+    ``<namespace>:<queue_name>.msgs``, keyed by that id.
+    """
+    queue = f"{namespace}:{queue_name}"
+    ids = client.lrange(queue, 0, -1)
+    if not ids:
+        return []
+
+    bodies = client.hmget(f"{queue}.msgs", ids)
+    messages = []
+    for message_id, body in zip(ids, bodies, strict=True):
+        assert body is not None, f"message {message_id!r} on {queue} has no body in {queue}.msgs"
+        messages.append(json.loads(body))
+    return messages
+
+
+def queued_deliveries(client: redis.Redis, namespace: str) -> dict[str, list[dict[str, Any]]]:
+    """Return the decoded messages ready on each system's Redis delivery queue, keyed by slug.
+
+    Systems whose queue is empty are left out, so an emit that queued
+    nothing gives ``{}``. Delayed messages (the ``.DQ`` queues that retries
+    use) are not read.
+    """
+    prefix = f"{namespace}:{DELIVERY_QUEUE_PREFIX}"
+    queued = {}
+    for key in sorted(client.scan_iter(match=f"{prefix}*")):
+        slug = key.decode().removeprefix(prefix)
+        # Slugs contain no dot, so a name with one is a queue's .msgs hash
+        # or its delay queue.
+        if "." in slug:
+            continue
+        messages = redis_queued(client, namespace, DELIVERY_QUEUE_PREFIX + slug)
+        if messages:
+            queued[slug] = messages
+    return queued
+
+
 def build_engine(env: dict[str, str]) -> Engine:
     """Return an application-side engine on the broker, Redis and key prefix of ``env``."""
     loaded = load_config(env["UE_FLOW_CONFIG"])

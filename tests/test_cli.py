@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import REDIS_URL, ROOT, load_example, write_config
+from tests.conftest import (
+    REDIS_URL,
+    ROOT,
+    load_example,
+    queued_deliveries,
+    redis_queued,
+    write_config,
+)
 
 UE_FLOW = Path(sys.executable).parent / "ue-flow"
 
@@ -186,13 +193,16 @@ def test_emit_queues_message(
 
     result = run_cli("emit", "post_sale", str(path), env=emit_env)
     event_id = result.stdout.strip()
-    messages = redis_client.hvals(f"{namespace}:events.msgs")
+    queued = queued_deliveries(redis_client, namespace)
 
     assert result.returncode == 0, result.stderr
     assert EVENT_ID.fullmatch(event_id), result.stdout
-    assert redis_client.llen(f"{namespace}:events") == 1
-    assert len(messages) == 1
-    assert event_id.encode() in messages[0]
+    # The example has lines of both systems, so each gets one delivery.
+    assert sorted(queued) == ["learn", "mitxonline"]
+    for slug, messages in queued.items():
+        assert len(messages) == 1, slug
+        assert messages[0]["args"][0] == event_id, slug
+    assert redis_queued(redis_client, namespace, "events") == []
 
 
 def test_emit_message_has_no_key(
@@ -202,11 +212,12 @@ def test_emit_message_has_no_key(
     path = ROOT / "examples" / "basket_add" / "add_course.json"
 
     result = run_cli("emit", "basket_add", str(path), env=emit_env)
-    messages = redis_client.hvals(f"{namespace}:events.msgs")
+    queued = queued_deliveries(redis_client, namespace)
 
     assert result.returncode == 0, result.stderr
-    assert len(messages) == 1
-    assert b"key-never-in-the-broker" not in messages[0]
+    assert list(queued) == ["mitxonline"]
+    assert len(queued["mitxonline"]) == 1
+    assert "key-never-in-the-broker" not in json.dumps(queued["mitxonline"][0])
 
 
 def test_emit_system_option(
@@ -215,11 +226,30 @@ def test_emit_system_option(
     path = ROOT / "examples" / "post_sale" / "two_systems.json"
 
     result = run_cli("emit", "post_sale", str(path), "--system", "learn", env=emit_env)
-    messages = redis_client.hvals(f"{namespace}:events.msgs")
+    queued = queued_deliveries(redis_client, namespace)
 
     assert result.returncode == 0, result.stderr
-    assert len(messages) == 1
-    assert b'["learn"]' in messages[0]
+    # mitxonline owns lines of the example too, but --system leaves it out.
+    assert list(queued) == ["learn"]
+    assert len(queued["learn"]) == 1
+
+
+def test_emit_unrouted_event(
+    tmp_path: Path, emit_env: dict[str, str], namespace: str, redis_client: redis.Redis
+) -> None:
+    # learn owns the product but does not subscribe to basket_add.
+    payload = load_example("basket_add", "add_course")
+    payload["data"]["product"]["system"] = "learn"
+    path = write_payload(tmp_path, payload)
+
+    result = run_cli("emit", "basket_add", str(path), env=emit_env)
+    event_id = result.stdout.strip()
+
+    assert result.returncode == 0, result.stderr
+    assert EVENT_ID.fullmatch(event_id), result.stdout
+    assert "event.unrouted" in result.stderr
+    assert event_id in result.stderr
+    assert list_keys(redis_client, namespace) == []
 
 
 def test_emit_invalid_payload(

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+from structlog.testing import capture_logs
 
 import ue_flow
 from tests.conftest import (
@@ -21,12 +22,14 @@ from tests.conftest import (
     Receiver,
     build_engine,
     load_example,
+    queued_deliveries,
     rabbitmq_peek,
     rabbitmq_queue_length,
     rabbitmqctl,
 )
 from ue_flow import engine as engine_module
 from ue_flow.engine import Engine
+from ue_flow.publishing import TogetherQueue
 from ue_flow.worker import EXIT_CONFIG
 
 pytestmark = pytest.mark.slow
@@ -159,11 +162,108 @@ def test_invalid_payload_queues_nothing(
     assert list(redis_client.scan_iter(match=f"{namespace}*")) == []
     if broker.kind == "rabbitmq":
         assert rabbitmq_queue_length(broker.url, "events") == 0
-    app_engine.emit("post_sale", **load_example("post_sale", "two_systems"))
+    event_id = app_engine.emit("post_sale", **load_example("post_sale", "two_systems"))
     if broker.kind == "redis":
-        assert redis_client.llen(f"{namespace}:events") == 1
+        queued = queued_deliveries(redis_client, namespace)
+        assert sorted(queued) == ["learn", "mitxonline"]
+        for slug, messages in queued.items():
+            assert [message["args"][0] for message in messages] == [event_id], slug
     else:
-        assert rabbitmq_queue_length(broker.url, "events") == 1
+        # On RabbitMQ a worker routes the event, so emit queues one routing message.
+        routing = [json.loads(body) for body in rabbitmq_peek(broker.url, "events")]
+        assert [message["actor_name"] for message in routing] == ["route_event"]
+        assert routing[0]["args"][0] == event_id
+
+
+def test_emit_queues_delivery_per_system(
+    app_engine: Engine, namespace: str, redis_client: redis.Redis
+) -> None:
+    payload = load_example("post_sale", "two_systems")
+    before_ms = int(time.time() * 1000)
+
+    event_id = app_engine.emit("post_sale", **payload)
+
+    after_ms = int(time.time() * 1000)
+    queued = queued_deliveries(redis_client, namespace)
+    assert sorted(queued) == ["learn", "mitxonline"]
+    order_fields = {key: value for key, value in payload["data"].items() if key != "lines"}
+    for slug in ("mitxonline", "learn"):
+        assert len(queued[slug]) == 1, slug
+        message = queued[slug][0]
+        message_event_id, event_name, user, data, emitted_at_ms = message["args"]
+        own_lines = [line for line in payload["data"]["lines"] if line["product"]["system"] == slug]
+        assert message["queue_name"] == f"deliver.{slug}"
+        assert message["actor_name"] == f"deliver_{slug}"
+        assert message_event_id == event_id
+        assert event_name == "post_sale"
+        assert user == payload["user"]
+        assert data["lines"] == own_lines
+        assert {key: value for key, value in data.items() if key != "lines"} == order_fields
+        assert before_ms <= emitted_at_ms <= after_ms
+        assert message["options"]["redis_message_id"] == message["message_id"]
+        assert before_ms <= message["options"]["started_ms"] <= after_ms
+        # The worker writes the delivery record after the first attempt.
+        assert app_engine.stores.attempts.get(event_id, slug) is None
+    # On Redis, emit routes the event itself, so it queues no routing message.
+    assert redis_client.exists(f"{namespace}:events", f"{namespace}:events.msgs") == 0
+
+
+def test_unrouted_event_queues_nothing(
+    app_engine: Engine, namespace: str, redis_client: redis.Redis
+) -> None:
+    # learn owns the product but does not subscribe to basket_add.
+    payload = load_example("basket_add", "add_course")
+    payload["data"]["product"]["system"] = "learn"
+
+    with capture_logs() as logs:
+        event_id = app_engine.emit("basket_add", **payload)
+
+    assert event_id.startswith("evt_")
+    assert list(redis_client.scan_iter(match=f"{namespace}*")) == []
+    unrouted = [entry for entry in logs if entry["event"] == "event.unrouted"]
+    assert len(unrouted) == 1
+    assert unrouted[0]["log_level"] == "warning"
+    assert unrouted[0]["event_id"] == event_id
+    assert unrouted[0]["event_name"] == "basket_add"
+
+
+def test_together_queue_all_or_nothing(
+    app_engine: Engine, namespace: str, redis_client: redis.Redis
+) -> None:
+    payload = load_example("post_sale", "two_systems")
+    messages = [
+        app_engine.deliverers[slug].message(
+            "evt_" + "0" * 32, "post_sale", payload["user"], payload["data"], 0
+        )
+        for slug in ("mitxonline", "learn")
+    ]
+    # A string at the second message's .msgs key makes the script fail with
+    # WRONGTYPE; the first message must not stay queued either.
+    redis_client.set(f"{namespace}:deliver.learn.msgs", "not a hash")
+
+    with pytest.raises(redis.ResponseError) as raised:
+        TogetherQueue(app_engine.broker).enqueue(messages)
+
+    if "WRONGTYPE" not in str(raised.value):
+        pytest.fail(f"expected a WRONGTYPE error from the script, got: {raised.value}")
+    assert queued_deliveries(redis_client, namespace) == {}
+
+
+def test_emit_script_error_releases_key(
+    app_engine: Engine, namespace: str, redis_client: redis.Redis
+) -> None:
+    payload = load_example("post_sale", "two_systems")
+    key = "order-mitol-production-42"
+    redis_client.set(f"{namespace}:deliver.learn.msgs", "not a hash")
+
+    with pytest.raises(ue_flow.BrokerError) as raised:
+        app_engine.emit("post_sale", **payload, idempotency_key=key)
+
+    message = str(raised.value)
+    assert message.startswith("could not queue post_sale event: ResponseError")
+    assert "WRONGTYPE" in message
+    assert isinstance(raised.value.__cause__, redis.ResponseError)
+    assert redis_client.exists(f"{namespace}:idempotency:{key}") == 0
 
 
 def test_worker_requires_key_variable(

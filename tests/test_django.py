@@ -12,7 +12,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from tests.conftest import REDIS_URL, load_example, write_config
+from tests.conftest import REDIS_URL, load_example, queued_deliveries, write_config
 
 DATABASE = {
     "ENGINE": "django.db.backends.postgresql",
@@ -71,8 +71,10 @@ def engine(config_dir: Path, namespace: str) -> Iterator[Engine]:
     built.broker.close()
 
 
-def queued_count(redis_client: redis.Redis, namespace: str) -> int:
-    return int(redis_client.llen(f"{namespace}:events"))
+def queued_event_count(redis_client: redis.Redis, namespace: str) -> int:
+    """Return how many events have deliveries queued, counting each event once."""
+    queued = queued_deliveries(redis_client, namespace)
+    return len({message["args"][0] for messages in queued.values() for message in messages})
 
 
 def save_order(reference: str) -> None:
@@ -86,7 +88,7 @@ def order_saved(reference: str) -> bool:
         return cursor.fetchone() is not None
 
 
-def test_commit_queues_one_message(
+def test_commit_queues_one_event(
     database: None, engine: Engine, redis_client: redis.Redis, namespace: str
 ) -> None:
     payload: dict[str, Any] = load_example("post_sale", "two_systems")
@@ -94,10 +96,10 @@ def test_commit_queues_one_message(
     with transaction.atomic():
         save_order("commit-1")
         ue_django.emit_on_commit("post_sale", user=payload["user"], data=payload["data"])
-        assert queued_count(redis_client, namespace) == 0
+        assert queued_event_count(redis_client, namespace) == 0
 
     assert order_saved("commit-1")
-    assert queued_count(redis_client, namespace) == 1
+    assert queued_event_count(redis_client, namespace) == 1
 
 
 def test_rollback_queues_nothing(
@@ -111,7 +113,7 @@ def test_rollback_queues_nothing(
         raise RuntimeError("payment failed")
 
     assert not order_saved("rollback-1")
-    assert queued_count(redis_client, namespace) == 0
+    assert queued_event_count(redis_client, namespace) == 0
 
 
 def test_invalid_payload_raises_at_once(
@@ -126,7 +128,7 @@ def test_invalid_payload_raises_at_once(
         save_order("invalid-1")
 
     assert order_saved("invalid-1")
-    assert queued_count(redis_client, namespace) == 0
+    assert queued_event_count(redis_client, namespace) == 0
 
 
 def test_engine_built_from_settings(
@@ -151,7 +153,7 @@ def test_engine_built_from_settings(
     built.broker.close()
 
     assert built.config.directory == config_dir
-    assert queued_count(redis_client, namespace) == 1
+    assert queued_event_count(redis_client, namespace) == 1
 
 
 def test_setting_falls_back_to_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pluggy
 import pytest
 import redis
 
-from tests.conftest import REDIS_URL, load_example, write_config
+from tests.conftest import REDIS_URL, load_example, queued_deliveries, write_config
 from ue_flow.engine import Engine
 from ue_flow.errors import PayloadError
 from ue_flow.loader import load_config
@@ -34,12 +32,6 @@ def plugin_manager(engine: Engine) -> pluggy.PluginManager:
     return manager
 
 
-def queued(redis_client: redis.Redis, namespace: str) -> list[dict[str, Any]]:
-    """Return the messages on the router queue: ids in the list, bodies in its hash."""
-    ids = redis_client.lrange(f"{namespace}:events", 0, -1)
-    return [json.loads(redis_client.hget(f"{namespace}:events.msgs", id_)) for id_ in ids]
-
-
 def test_specs_take_yaml_arguments(engine: Engine) -> None:
     specs = hook_specifications(engine.config, "ue")
     manager = pluggy.PluginManager("ue")
@@ -58,15 +50,17 @@ def test_post_sale_hook_queues_event(
     payload = load_example("post_sale", "two_systems")
 
     results = plugin_manager.hook.post_sale(user=payload["user"], order=payload["data"])
-    messages = queued(redis_client, namespace)
+    queued = queued_deliveries(redis_client, namespace)
 
     assert len(results) == 1
     assert results[0].startswith("evt_")
-    assert len(messages) == 1
-    assert messages[0]["actor_name"] == "route_event"
-    assert messages[0]["args"][0] == results[0]
-    assert messages[0]["args"][1] == "post_sale"
-    assert messages[0]["args"][3]["reference_number"] == payload["data"]["reference_number"]
+    assert sorted(queued) == ["learn", "mitxonline"]
+    for slug, messages in queued.items():
+        assert len(messages) == 1, slug
+        assert messages[0]["actor_name"] == f"deliver_{slug}"
+        assert messages[0]["args"][0] == results[0]
+        assert messages[0]["args"][1] == "post_sale"
+        assert messages[0]["args"][3]["reference_number"] == payload["data"]["reference_number"]
 
 
 def test_invalid_hook_call_queues_nothing(
@@ -78,7 +72,7 @@ def test_invalid_hook_call_queues_nothing(
     with pytest.raises(PayloadError, match=r"\$\.data\.total_price_paid"):
         plugin_manager.hook.post_sale(user=payload["user"], order=payload["data"])
 
-    assert queued(redis_client, namespace) == []
+    assert list(redis_client.scan_iter(match=f"{namespace}*")) == []
 
 
 def test_dotted_path_reads_argument(
@@ -105,4 +99,7 @@ def test_dotted_path_reads_argument(
         engine.broker.close()
 
     assert len(results) == 1
-    assert len(queued(redis_client, namespace)) == 1
+    # one_system has lines of mitxonline only.
+    queued = queued_deliveries(redis_client, namespace)
+    assert list(queued) == ["mitxonline"]
+    assert len(queued["mitxonline"]) == 1

@@ -19,6 +19,7 @@ from tests.conftest import (
     Worker,
     build_engine,
     load_example,
+    queued_deliveries,
     rabbitmq_queue_length,
     write_config,
 )
@@ -294,7 +295,9 @@ def test_idempotent_emit(
     assert again == first
     assert other != first
     if broker.kind == "redis":
-        assert redis_client.llen(f"{namespace}:events") == 2
+        queued = queued_deliveries(redis_client, namespace)
+        assert list(queued) == ["mitxonline"]
+        assert [message["args"][0] for message in queued["mitxonline"]] == [first, other]
     else:
         assert rabbitmq_queue_length(broker.url, "events") == 2
 

@@ -10,14 +10,15 @@ import dramatiq
 import structlog
 from dramatiq.middleware import CurrentMessage
 
+from .bookkeeping import Bookkeeper
 from .config import Config
 from .errors import PayloadError
 from .isolation import ProcessSlots
 from .queues import ROUTE_QUEUE, delivery_queue
 from .routing import route
-from .sending import SystemSender
+from .sending import REQUEUES_OPTION, SystemSender
+from .slots import SlotPool
 from .state import StateStores
-from .state.attempts import PENDING, DeliveryRecord
 
 #: Retries of a routing message that failed unexpectedly, such as when
 #: Redis was briefly unreachable.
@@ -46,11 +47,13 @@ def declare_actors(
     stores: StateStores,
     environ: Mapping[str, str],
     process_slots: ProcessSlots,
+    slots: SlotPool,
+    bookkeeper: Bookkeeper,
 ) -> tuple[dramatiq.Actor[..., None], dict[str, dramatiq.Actor[..., None]]]:
     """Declare the router and one delivery actor per system on ``broker``."""
     deliverers = {}
     for slug, system in config.systems.items():
-        sender = SystemSender(system, config, stores, environ, process_slots)
+        sender = SystemSender(system, config, stores, environ, process_slots, slots, bookkeeper)
         deliverers[slug] = dramatiq.Actor(
             _delivery_function(sender),
             broker=broker,
@@ -82,7 +85,19 @@ def send_delivery(
     emitted_at_ms: int,
 ) -> None:
     """Queue one delivery; its maximum age counts from now."""
-    actor.send_with_options(
+    actor.broker.enqueue(delivery_message(actor, event_id, event_name, user, data, emitted_at_ms))
+
+
+def delivery_message(
+    actor: dramatiq.Actor[..., None],
+    event_id: str,
+    event_name: str,
+    user: dict[str, Any],
+    data: dict[str, Any],
+    emitted_at_ms: int,
+) -> dramatiq.Message[Any]:
+    """Return the message of one delivery; its maximum age counts from now."""
+    return actor.message_with_options(
         args=(event_id, event_name, user, data, emitted_at_ms), started_ms=now_ms()
     )
 
@@ -107,21 +122,6 @@ def _route_function(
         parts = route(config, event, {"user": user, "data": data}, systems)
         if not parts:
             log.warning("event.unrouted", error="no subscribed system owns an item of the event")
-        with stores.client.pipeline(transaction=False) as pipe:
-            for slug, part in parts.items():
-                record = DeliveryRecord(
-                    event_id,
-                    slug,
-                    event_name,
-                    PENDING,
-                    0,
-                    now_ms(),
-                    emitted_at_ms,
-                    user=part["user"],
-                    data=part["data"],
-                )
-                stores.attempts.save(record, pipe)
-            pipe.execute()
         for slug, part in parts.items():
             send_delivery(
                 deliverers[slug], event_id, event_name, part["user"], part["data"], emitted_at_ms
@@ -148,6 +148,7 @@ def _delivery_function(sender: SystemSender) -> Callable[..., None]:
             data,
             emitted_at_ms,
             retries=options.get("retries", 0),
+            requeues=options.get(REQUEUES_OPTION, 0),
             started_ms=options.get("started_ms", emitted_at_ms),
         )
 

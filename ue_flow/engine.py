@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 import uuid
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
@@ -13,10 +12,13 @@ from typing import Any
 import dramatiq
 import pika.exceptions
 import redis
+import structlog
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.errors import BrokerError as DramatiqBrokerError
 
 from . import state
-from .actors import declare_actors
+from .actors import declare_actors, delivery_message, now_ms
+from .bookkeeping import Bookkeeper
 from .broker import create_broker, describe_broker_error, namespace
 from .config import Config
 from .errors import BrokerError, ConfigError, ConfigProblem, PayloadError
@@ -24,10 +26,14 @@ from .isolation import ProcessSlots, ThreadShare
 from .loader import LoadedConfig, load_config
 from .maintenance import Maintenance
 from .payload import normalize
+from .publishing import TogetherQueue
 from .retries import DurableRetries
-from .routing import owners
+from .routing import owners, route
 from .signing import parse_secret
+from .slots import SlotPool
 from .state import StateStores
+
+logger = structlog.get_logger("ue_flow")
 
 
 def new_event_id() -> str:
@@ -57,13 +63,25 @@ class Engine:
         self.config: Config = loaded.config
         self.broker = broker
         self.stores = stores
+        # On Redis, emit routes the event itself and queues its deliveries
+        # in one script call; other brokers get one routing message.
+        self._together = TogetherQueue(broker) if isinstance(broker, RedisBroker) else None
         self._loaded = loaded
         broker.add_middleware(DurableRetries(stores.scheduler, stores.dead_letters))
         broker.add_middleware(Maintenance(stores, self.config.workers))
         process_slots = ProcessSlots()
         broker.add_middleware(ThreadShare(process_slots, len(self.config.systems)))
+        slots = SlotPool(stores.systems)
+        self.bookkeeper = Bookkeeper(stores, slots)
+        broker.add_middleware(self.bookkeeper)
         self.router, self.deliverers = declare_actors(
-            broker, self.config, stores, os.environ if environ is None else environ, process_slots
+            broker,
+            self.config,
+            stores,
+            os.environ if environ is None else environ,
+            process_slots,
+            slots,
+            self.bookkeeper,
         )
 
     @classmethod
@@ -112,18 +130,15 @@ class Engine:
             # A generator would be used up by validation, and the event routed to no system.
             with contextlib.suppress(TypeError):
                 systems = list(systems)
-        payload = self.validate(event_name, user=user, data=data, systems=systems)
+        payload, slugs = checked_event(self._loaded, event_name, user, data, systems)
         only = sorted(systems) if systems is not None else None
         event_id = new_event_id()
-        message = self.router.message(
-            event_id, event_name, payload["user"], payload["data"], only, int(time.time() * 1000)
-        )
         try:
             if idempotency_key is not None:
                 earlier = self.stores.idempotency.claim(idempotency_key, event_id)
                 if earlier is not None:
                     return earlier
-            self._enqueue(message, idempotency_key, event_id)
+            self._enqueue(event_id, event_name, payload, slugs, only, idempotency_key)
         # Dramatiq wraps pika's connection and channel errors, not its other errors.
         except (redis.RedisError, DramatiqBrokerError, pika.exceptions.AMQPError, OSError) as error:
             text = f"could not queue {event_name} event: {describe_broker_error(error)}"
@@ -132,15 +147,65 @@ class Engine:
         return event_id
 
     def _enqueue(
-        self, message: dramatiq.Message[Any], idempotency_key: str | None, event_id: str
+        self,
+        event_id: str,
+        event_name: str,
+        payload: dict[str, Any],
+        slugs: list[str | None],
+        only: list[str] | None,
+        idempotency_key: str | None,
     ) -> None:
         try:
-            self.broker.enqueue(message)
+            if self._together is not None:
+                self._fan_out(self._together, event_id, event_name, payload, slugs, only)
+            else:
+                # RabbitMQ publishes one message at a time, so the event goes
+                # out as a single routing message that a worker fans out:
+                # a failed emit then leaves nothing queued.
+                message = self.router.message(
+                    event_id, event_name, payload["user"], payload["data"], only, now_ms()
+                )
+                self.broker.enqueue(message)
         except BaseException:
             # The event was not accepted, so a retry with the same key must queue it.
             if idempotency_key is not None:
                 self.stores.idempotency.release(idempotency_key, event_id)
             raise
+
+    def _fan_out(
+        self,
+        together: TogetherQueue,
+        event_id: str,
+        event_name: str,
+        payload: dict[str, Any],
+        slugs: list[str | None],
+        only: list[str] | None,
+    ) -> None:
+        # Routing here rather than in a worker spares every event a message
+        # and a worker's round trips; the deliveries go to Redis in one
+        # script call, so a failure leaves none of them queued.
+        parts = route(self.config, self.config.events[event_name], payload, only, slugs=slugs)
+        if not parts:
+            logger.warning(
+                "event.unrouted",
+                event_id=event_id,
+                event_name=event_name,
+                error="no subscribed system owns an item of the event",
+            )
+            return
+        emitted_at_ms = now_ms()
+        messages = [
+            delivery_message(
+                self.deliverers[slug],
+                event_id,
+                event_name,
+                part["user"],
+                part["data"],
+                emitted_at_ms,
+            )
+            for slug, part in parts.items()
+        ]
+        together.enqueue(messages)
 
     def validate(
         self,
@@ -168,6 +233,20 @@ def validate_event(
     each owner is a configured system, and that ``systems`` names systems
     subscribed to the event.
     """
+    return checked_event(loaded, event_name, user, data, systems)[0]
+
+
+def checked_event(
+    loaded: LoadedConfig,
+    event_name: str,
+    user: Mapping[str, Any],
+    data: Mapping[str, Any],
+    systems: Iterable[str] | None,
+) -> tuple[dict[str, Any], list[str | None]]:
+    """Return the normalized payload and its owners, as ``routing.owners`` gives them.
+
+    Raises PayloadError as ``validate_event`` does.
+    """
     config = loaded.config
     event = config.events.get(event_name)
     if event is None:
@@ -176,10 +255,10 @@ def validate_event(
 
     payload: dict[str, Any] = normalize(event_name, {"user": user, "data": data})
     loaded.validators[event_name].validate(payload)
-    owners(config, event, payload, strict=True)
+    slugs = owners(config, event, payload, strict=True)
     if systems is not None:
         _check_systems(config, event_name, systems)
-    return payload
+    return payload, slugs
 
 
 def _check_systems(config: Config, event_name: str, systems: Any) -> None:

@@ -16,25 +16,31 @@ import dramatiq
 from dramatiq.middleware import Middleware
 
 #: How long a thread waits for its system's share to free up, in seconds. A
-#: healthy system frees a slot within milliseconds; one that keeps its share
-#: busy this long is slow, and the delivery is deferred instead.
-SHARE_WAIT_S = 0.05
+#: healthy system frees a slot within milliseconds; otherwise the delivery
+#: goes back to its queue and the thread takes another message, which a
+#: longer wait would keep it from.
+SHARE_WAIT_S = 0.005
 
 
 class ProcessSlots:
     """Counts each system's deliveries in flight in this process."""
 
     def __init__(self) -> None:
-        self._freed = threading.Condition()
+        self._lock = threading.Lock()
+        # One condition per system on the shared lock, so that a freed slot
+        # wakes one thread waiting for that system and no other.
+        self._freed: dict[str, threading.Condition] = {}
         self._in_flight: dict[str, int] = {}
         #: The maximum deliveries to one system at once in this process; None is no cap.
         self.limit: int | None = None
 
     def acquire(self, slug: str, timeout_s: float = SHARE_WAIT_S) -> bool:
         """Take a slot for ``slug``, waiting up to ``timeout_s``; False when none freed."""
-        with self._freed:
-            has_room = self._freed.wait_for(lambda: self._has_room(slug), timeout=timeout_s)
-            if not has_room:
+        with self._lock:
+            freed = self._freed.get(slug)
+            if freed is None:
+                freed = self._freed[slug] = threading.Condition(self._lock)
+            if not freed.wait_for(lambda: self._has_room(slug), timeout=timeout_s):
                 return False
             self._in_flight[slug] = self._in_flight.get(slug, 0) + 1
             return True
@@ -44,9 +50,9 @@ class ProcessSlots:
 
     def release(self, slug: str) -> None:
         """Give back a slot taken with ``acquire``."""
-        with self._freed:
+        with self._lock:
             self._in_flight[slug] -= 1
-            self._freed.notify_all()
+            self._freed[slug].notify()
 
 
 class ThreadShare(Middleware):

@@ -10,6 +10,7 @@ worker's memory, and given-up deliveries become dead letters.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import dramatiq
@@ -45,13 +46,24 @@ class RetryLater(dramatiq.Retry):
 
     ``consume_attempt`` is False when the message did not really try,
     such as when the system's circuit was open; it keeps its attempts.
+    With ``delay_ms`` 0 the message goes straight back to the end of its
+    queue rather than through the scheduler. ``options`` are set on the
+    message that runs again.
     """
 
-    def __init__(self, reason: str, delay_ms: int, *, consume_attempt: bool = True) -> None:
+    def __init__(
+        self,
+        reason: str,
+        delay_ms: int,
+        *,
+        consume_attempt: bool = True,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(reason, delay=delay_ms)
         self.reason = reason
         self.delay_ms = delay_ms
         self.consume_attempt = consume_attempt
+        self.options = dict(options or {})
 
 
 class GiveUp(dramatiq.Retry):
@@ -138,11 +150,15 @@ class DurableRetries(Middleware):
                 actor=message.actor_name,
                 retry_in_ms=delay_ms,
             )
-            self._schedule(message, delay_ms, retries)
+            self._schedule(message, delay_ms, {"retries": retries})
             return
         if isinstance(exception, RetryLater):
             consumed = retries + 1 if exception.consume_attempt else retries
-            self._schedule(message, exception.delay_ms, consumed)
+            options = {"retries": consumed, **exception.options}
+            if exception.delay_ms <= 0:
+                broker.enqueue(message.copy(options=options))
+                return
+            self._schedule(message, exception.delay_ms, options)
             return
 
         actor = broker.get_actor(message.actor_name)
@@ -161,7 +177,7 @@ class DurableRetries(Middleware):
             actor=message.actor_name,
             retry_in_ms=delay_ms,
         )
-        self._schedule(message, delay_ms, retries + 1)
+        self._schedule(message, delay_ms, {"retries": retries + 1})
 
     def _give_up(
         self,
@@ -187,6 +203,6 @@ class DurableRetries(Middleware):
             return
         self.dead_letters.add(to_dead_letter(message.args, retries + 1, reason[:500]))
 
-    def _schedule(self, message: MessageProxy, delay_ms: int, retries: int) -> None:
+    def _schedule(self, message: MessageProxy, delay_ms: int, options: dict[str, Any]) -> None:
         due_ms = int(time.time() * 1000) + delay_ms
-        self.scheduler.schedule(message, due_ms, {"retries": retries})
+        self.scheduler.schedule(message, due_ms, options)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from .config import Config, EventType, System
 from .errors import PayloadError
@@ -12,8 +13,7 @@ from .errors import PayloadError
 def resolve_pointer(document: Any, pointer: str) -> Any:
     """Return the value at a JSON pointer (RFC 6901); raise KeyError when absent."""
     value = document
-    for token in pointer.lstrip("/").split("/"):
-        token = token.replace("~1", "/").replace("~0", "~")
+    for token in _tokens(pointer):
         if isinstance(value, Mapping) and token in value:
             value = value[token]
         elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
@@ -22,6 +22,14 @@ def resolve_pointer(document: Any, pointer: str) -> Any:
             raise KeyError(pointer)
 
     return value
+
+
+@functools.lru_cache(maxsize=256)
+def _tokens(pointer: str) -> tuple[str, ...]:
+    # Routing reads the same few pointers from events.yaml for every event.
+    return tuple(
+        token.replace("~1", "/").replace("~0", "~") for token in pointer.lstrip("/").split("/")
+    )
 
 
 def _json_path(pointer: str) -> str:
@@ -55,17 +63,29 @@ def owners(
     """
     routing = event.routing
     if routing.items is None:
-        pointers = [routing.owner]
+        found = [_owner_at(config, event, payload, routing.owner)]
     else:
         items = _array_at(event, payload, routing.items)
-        pointers = [f"{routing.items}/{index}{routing.owner}" for index in range(len(items))]
-
-    found = [_owner_at(config, event, payload, pointer) for pointer in pointers]
+        found = [_item_owner(config, event, item, index) for index, item in enumerate(items)]
     if strict:
-        for pointer, slug in zip(pointers, found, strict=True):
+        for index, slug in enumerate(found):
             if slug is None:
-                _raise_unknown_owner(config, event, payload, pointer)
+                item = "" if routing.items is None else f"{routing.items}/{index}"
+                _raise_unknown_owner(config, event, payload, item + routing.owner)
     return found
+
+
+def _item_owner(config: Config, event: EventType, item: Any, index: int) -> str | None:
+    # The owner pointer is resolved within the item; the whole pointer is
+    # built only when there is an error to report.
+    routing = event.routing
+    try:
+        owner = resolve_pointer(item, routing.owner)
+    except KeyError:
+        _raise_missing_owner(event, f"{routing.items}/{index}{routing.owner}")
+    if isinstance(owner, str) and owner in config.systems:
+        return owner
+    return _owner_slug(config, event, owner, f"{routing.items}/{index}{routing.owner}")
 
 
 def _raise_unknown_owner(config: Config, event: EventType, payload: Any, pointer: str) -> None:
@@ -99,10 +119,14 @@ def _owner_at(config: Config, event: EventType, payload: Any, pointer: str) -> s
     try:
         owner = resolve_pointer(payload, pointer)
     except KeyError:
-        rule = "required to route the event: name the owning system's slug or integer id"
-        raise PayloadError(event.name, _json_path(pointer), rule) from None
+        _raise_missing_owner(event, pointer)
 
     return _owner_slug(config, event, owner, pointer)
+
+
+def _raise_missing_owner(event: EventType, pointer: str) -> NoReturn:
+    rule = "required to route the event: name the owning system's slug or integer id"
+    raise PayloadError(event.name, _json_path(pointer), rule) from None
 
 
 def route(
@@ -110,6 +134,8 @@ def route(
     event: EventType,
     payload: Mapping[str, Any],
     only: Iterable[str] | None = None,
+    *,
+    slugs: list[str | None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Return the payload each receiving system gets, keyed by slug.
 
@@ -117,10 +143,12 @@ def route(
     (when given) and owns at least one item; with ``items`` routing, its
     copy holds only its own items and the related entries that refer to
     them. The payload is not modified; the parts share its unchanged values,
-    so treat them as read-only.
+    so treat them as read-only. ``slugs`` is what ``owners`` returned for
+    the payload, when the caller has it already.
     """
     narrowed = set(only) if only is not None else None
-    slugs = owners(config, event, payload)
+    if slugs is None:
+        slugs = owners(config, event, payload)
     result: dict[str, dict[str, Any]] = {}
 
     for system in config.subscribers(event.name):

@@ -10,6 +10,7 @@ import redis
 import structlog
 
 from . import metrics
+from .bookkeeping import Bookkeeper
 from .config import Config, System
 from .delivery import Outcome, Sender
 from .envelope import envelope_body
@@ -18,14 +19,29 @@ from .outcomes import GONE, decide, jittered
 from .queues import delivery_queue
 from .retries import GiveUp, RetryLater
 from .signing import signature_header
+from .slots import SlotPool
 from .state import StateStores
-from .state.attempts import DELIVERED, FAILED, PENDING, RESPONSE_EXCERPT_BYTES, Attempt
+from .state.attempts import (
+    DELIVERED,
+    FAILED,
+    PENDING,
+    RESPONSE_EXCERPT_BYTES,
+    Attempt,
+    DeliveryRecord,
+)
 from .state.dead_letters import DeadLetter
-from .state.systems import CIRCUIT_OPEN, DISABLED, NO_SLOT
+from .state.systems import CIRCUIT_OPEN, DISABLED, NO_SLOT, Admission
 
 #: How long a delivery waits when its system has all its slots in flight, in
 #: milliseconds, before jitter. It keeps its attempts.
 SLOT_WAIT_MS = 200
+
+#: Times in a row a delivery whose system's share of the process's threads
+#: is in use goes straight back to its queue before it waits SLOT_WAIT_MS.
+SHARE_REQUEUES = 3
+
+#: The message option counting those times.
+REQUEUES_OPTION = "share_requeues"
 
 #: Tries for an in-flight slot, and the pause in seconds between them, before
 #: a delivery is deferred by SLOT_WAIT_MS.
@@ -58,9 +74,13 @@ class SystemSender:
         stores: StateStores,
         environ: Mapping[str, str],
         process_slots: ProcessSlots,
+        slots: SlotPool,
+        bookkeeper: Bookkeeper,
     ) -> None:
         self.system = system
         self.process_slots = process_slots
+        self.slots = slots
+        self.bookkeeper = bookkeeper
         self.config = config
         self.stores = stores
         self.environ = environ
@@ -76,26 +96,43 @@ class SystemSender:
         *,
         retries: int,
         started_ms: int,
+        requeues: int = 0,
     ) -> None:
-        """Make one attempt, or raise RetryLater or GiveUp to say what comes next."""
+        """Make one attempt, or raise RetryLater or GiveUp to say what comes next.
+
+        ``requeues`` counts the times in a row this message found its
+        system's share of this process's threads in use.
+        """
         envelope: Envelope = (event_id, event_name, user, data, emitted_at_ms)
         if not self.process_slots.acquire(self.system.slug):
-            wait_ms = jittered(SLOT_WAIT_MS, 0.5)
-            raise RetryLater("thread share of this process in use", wait_ms, consume_attempt=False)
+            raise self._share_full(requeues)
         try:
             self._admit_and_send(envelope, retries, started_ms)
         finally:
             self.process_slots.release(self.system.slug)
 
+    def _share_full(self, requeues: int) -> RetryLater:
+        reason = "thread share of this process in use"
+        if requeues < SHARE_REQUEUES:
+            # Back to the end of the queue at once: this thread can take
+            # another system's delivery, and another process may have room.
+            return RetryLater(
+                reason, 0, consume_attempt=False, options={REQUEUES_OPTION: requeues + 1}
+            )
+        # The system keeps every share busy, so the message waits instead of
+        # cycling through the queue.
+        wait_ms = jittered(SLOT_WAIT_MS, 0.5)
+        return RetryLater(reason, wait_ms, consume_attempt=False, options={REQUEUES_OPTION: 0})
+
     def _admit_and_send(self, envelope: Envelope, retries: int, started_ms: int) -> None:
-        admission = self.stores.systems.admit(self.system.slug, self.settings, _now_ms())
+        admission = self.slots.admit(self.system.slug, self.settings, _now_ms())
         for _ in range(SLOT_RETRIES):
             if admission.verdict != NO_SLOT:
                 break
             # A healthy system frees a slot within milliseconds; deferring
             # through the scheduler would cost hundreds.
             time.sleep(SLOT_RETRY_PAUSE_S)
-            admission = self.stores.systems.admit(self.system.slug, self.settings, _now_ms())
+            admission = self.slots.admit(self.system.slug, self.settings, _now_ms())
         if admission.verdict == DISABLED:
             raise GiveUp(self._dead_letter(envelope, retries, None, DISABLED_REASON))
         if admission.verdict == CIRCUIT_OPEN:
@@ -109,9 +146,10 @@ class SystemSender:
         try:
             outcome = self._attempt(envelope)
         except BaseException:
+            self.slots.forget(self.system.slug)
             self.stores.systems.release_slot(self.system.slug, admission.token)
             raise
-        self._judge(envelope, outcome, retries, started_ms, admission.token)
+        self._judge(envelope, outcome, retries, started_ms, admission)
 
     def _attempt(self, envelope: Envelope) -> Outcome:
         event_id, event_name, user, data, _ = envelope
@@ -152,35 +190,34 @@ class SystemSender:
         return secrets
 
     def _judge(
-        self, envelope: Envelope, outcome: Outcome, retries: int, started_ms: int, token: str
+        self,
+        envelope: Envelope,
+        outcome: Outcome,
+        retries: int,
+        started_ms: int,
+        admission: Admission,
     ) -> None:
-        event_id = envelope[0]
         slug = self.system.slug
         attempt = retries + 1
         now = _now_ms()
+        if outcome.delivered:
+            self._succeeded(envelope, outcome, attempt, admission, now)
+            return
+
+        # The slot and the attempt go to Redis at once, before the verdict:
+        # a failure decides what happens next and is rare.
+        self.slots.forget(slug)
+        with self.stores.client.pipeline(transaction=False) as pipe:
+            self.stores.systems.release_slot(slug, admission.token, pipe)
+            self._log_attempt(envelope[0], attempt, outcome, now, pipe)
+            pipe.execute()
         log = logger.bind(
-            event_id=event_id,
+            event_id=envelope[0],
             system=slug,
             attempt=attempt,
             status=outcome.status,
             duration_ms=outcome.duration_ms,
         )
-
-        # The slot, the attempt and, on success, the new state go to Redis
-        # in one round trip.
-        with self.stores.client.pipeline(transaction=False) as pipe:
-            self.stores.systems.release_slot(slug, token, pipe)
-            self._log_attempt(event_id, attempt, outcome, now, pipe)
-            if outcome.delivered:
-                self.stores.systems.record_success(slug, now, pipe)
-                self._update_record(event_id, DELIVERED, attempt, outcome, pipe)
-            pipe.execute()
-
-        if outcome.delivered:
-            log.info("delivery.delivered", latency_ms=now - envelope[4])
-            metrics.count_delivery(slug, metrics.DELIVERED)
-            metrics.observe_latency(slug, (now - envelope[4]) / 1000)
-            return
         if outcome.status == GONE:
             self.disable(f"{DISABLED_REASON}: the endpoint answered 410 Gone", now)
             raise GiveUp(self._dead_letter(envelope, attempt, outcome, DISABLED_REASON))
@@ -204,8 +241,32 @@ class SystemSender:
             retry_in_ms=decision.delay_ms,
             failures=failures,
         )
-        self._update_record(event_id, PENDING, attempt, outcome)
+        self._save_record(envelope, PENDING, attempt, outcome)
         raise RetryLater(f"delivery to {slug} failed: {outcome.summary}", decision.delay_ms)
+
+    def _succeeded(
+        self, envelope: Envelope, outcome: Outcome, attempt: int, admission: Admission, now: int
+    ) -> None:
+        slug = self.system.slug
+        self.slots.keep(slug, admission, now)
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            self._log_attempt(envelope[0], attempt, outcome, now, pipe)
+            self._save_record(envelope, DELIVERED, attempt, outcome, pipe)
+
+        self.bookkeeper.add(write, success_of=slug)
+        metrics.count_delivery(slug, metrics.DELIVERED)
+        metrics.observe_latency(slug, (now - envelope[4]) / 1000)
+        # The attempt log keeps every success; the log line is for debugging.
+        logger.debug(
+            "delivery.delivered",
+            event_id=envelope[0],
+            system=slug,
+            attempt=attempt,
+            status=outcome.status,
+            duration_ms=outcome.duration_ms,
+            latency_ms=now - envelope[4],
+        )
 
     def disable(self, reason: str, now: int) -> None:
         """Stop deliveries to this system and park its scheduled retries as dead letters."""
@@ -237,7 +298,7 @@ class SystemSender:
         self, envelope: Envelope, attempts: int, outcome: Outcome | None, reason: str
     ) -> DeadLetter:
         event_id, event_name, user, data, emitted_at_ms = envelope
-        self._update_record(event_id, FAILED, attempts, outcome)
+        self._save_record(envelope, FAILED, attempts, outcome)
         return DeadLetter(
             event_id=event_id,
             event_name=event_name,
@@ -280,21 +341,28 @@ class SystemSender:
                 text = text.replace(secret, "***")
         return text
 
-    def _update_record(
+    def _save_record(
         self,
-        event_id: str,
+        envelope: Envelope,
         status: str,
         attempts: int,
         outcome: Outcome | None,
         pipe: redis.client.Pipeline | None = None,
     ) -> None:
-        self.stores.attempts.update(
-            event_id,
-            self.system.slug,
-            pipe,
+        # The record is written whole after each attempt, so a delivery has
+        # one from its first attempt on, with the payload that redeliver sends.
+        event_id, event_name, user, data, emitted_at_ms = envelope
+        record = DeliveryRecord(
+            event_id=event_id,
+            system=self.system.slug,
+            event_name=event_name,
             status=status,
             attempts=attempts,
             updated_ms=_now_ms(),
+            emitted_at_ms=emitted_at_ms,
             last_status=outcome.status if outcome else None,
             last_error=outcome.summary if outcome and not outcome.delivered else None,
+            user=user,
+            data=data,
         )
+        self.stores.attempts.save(record, pipe)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import REDIS_URL, Receiver, free_port, load_example
+from tests.conftest import REDIS_URL, Receiver, free_port, load_example, queued_deliveries
 from tests.faults.conftest import (
     assert_delivered_once_or_more,
     emit_example,
@@ -69,13 +69,15 @@ def test_broker_refused_releases_key(
     assert "refused" in message
     assert isinstance(raised.value.__cause__, redis.ConnectionError)
     assert redis_client.exists(f"{namespace}:idempotency:{key}") == 0
-    assert redis_client.exists(f"{namespace}:events") == 0
+    assert queued_deliveries(redis_client, namespace) == {}
 
     working = Engine.for_redis(loaded, REDIS_URL, namespace)
     event_id = working.emit("basket_add", **payload, idempotency_key=key)
     again = working.emit("basket_add", **payload, idempotency_key=key)
     assert again == event_id
-    assert redis_client.llen(f"{namespace}:events") == 1
+    queued = queued_deliveries(redis_client, namespace)
+    assert list(queued) == ["mitxonline"]
+    assert [message["args"][0] for message in queued["mitxonline"]] == [event_id]
     start_worker(env)
     expected = {event_id: expected_systems(working, "basket_add", payload)}
     result = wait_delivered(

@@ -51,13 +51,14 @@ NO_SLOT = 3
 class Admission:
     """Whether a delivery may go now: ``verdict`` is one of the constants above.
 
-    ``token`` names the in-flight slot taken when admitted; ``wait_ms`` is
-    how long the circuit stays open when it is.
+    ``token`` names the in-flight slot taken when admitted, at Unix time
+    ``taken_ms``; ``wait_ms`` is how long the circuit stays open when it is.
     """
 
     verdict: int
     token: str = ""
     wait_ms: int = 0
+    taken_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class SystemStates:
         )
         verdict = int(reply[0])
         if verdict == ADMITTED:
-            return Admission(ADMITTED, token=token)
+            return Admission(ADMITTED, token=token, taken_ms=now_ms)
         if verdict == CIRCUIT_OPEN:
             return Admission(CIRCUIT_OPEN, wait_ms=int(reply[1]))
         return Admission(verdict)
