@@ -24,11 +24,13 @@ from bench.common import (
     load_example,
     new_namespace,
 )
+from ue_flow.actors import delivery_message
 from ue_flow.engine import new_event_id
 from ue_flow.loader import load_config
 from ue_flow.logs import configure_logging
 from ue_flow.payload import normalize
-from ue_flow.routing import owners
+from ue_flow.publishing import TogetherQueue
+from ue_flow.routing import owners, route
 
 #: Each step: a name and a function that runs it once.
 Steps = list[tuple[str, Callable[[], Any]]]
@@ -57,11 +59,28 @@ def measure_emit(
     validator = loaded.validators[EXAMPLE_EVENT]
     normalized = normalize(EXAMPLE_EVENT, {"user": user, "data": data})
 
-    def enqueue_router_message() -> None:
-        message = engine.router.message(
-            new_event_id(), EXAMPLE_EVENT, user, data, None, int(time.time() * 1000)
+    slugs = owners(loaded.config, event, normalized)
+    together = TogetherQueue(engine.broker)
+
+    def route_and_enqueue() -> None:
+        # What emit does after validation on Redis: one message per system,
+        # queued in one script call.
+        event_id = new_event_id()
+        emitted_at_ms = int(time.time() * 1000)
+        parts = route(loaded.config, event, normalized, slugs=slugs)
+        together.enqueue(
+            [
+                delivery_message(
+                    engine.deliverers[slug],
+                    event_id,
+                    EXAMPLE_EVENT,
+                    part["user"],
+                    part["data"],
+                    emitted_at_ms,
+                )
+                for slug, part in parts.items()
+            ]
         )
-        engine.broker.enqueue(message)
 
     steps: Steps = [
         ("emit", lambda: engine.emit(EXAMPLE_EVENT, user=user, data=data)),
@@ -69,7 +88,7 @@ def measure_emit(
         ("normalize", lambda: normalize(EXAMPLE_EVENT, {"user": user, "data": data})),
         ("validate", lambda: validator.validate(normalized)),
         ("owners", lambda: owners(loaded.config, event, normalized)),
-        ("router_enqueue", enqueue_router_message),
+        ("route_enqueue", route_and_enqueue),
     ]
     try:
         # The first pass runs with structlog's defaults, as in an application

@@ -361,7 +361,7 @@ def print_table(result: dict[str, Any]) -> None:
         ("normalize", "  normalize alone"),
         ("validate", "  validate alone (jsonschema-rs)"),
         ("owners", "  routing owners() alone"),
-        ("router_enqueue", "  router message + broker.enqueue"),
+        ("route_enqueue", "  route + messages + one script call"),
     ]:
         share = f"{emit_us[name] / emit_us['emit']:.0%}" if name != "bare_send" else ""
         print(f"{label:<46}{emit_us[name]:>10.1f}{share:>16}")

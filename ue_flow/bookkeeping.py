@@ -52,10 +52,18 @@ class Bookkeeper(Middleware):
         self._successes: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: True in a worker, where writes wait for the next batch.
+        self.batching = False
+
+    @property
+    def pending(self) -> int:
+        """The number of writes waiting for the next batch."""
+        with self._lock:
+            return len(self._writes)
 
     def add(self, write: Write, *, success_of: str | None = None) -> None:
         """Queue ``write``; ``success_of`` names a system to mark as just succeeded."""
-        if self._thread is None:
+        if not self.batching:
             with self.stores.client.pipeline(transaction=False) as pipe:
                 write(pipe)
                 if success_of is not None:
@@ -71,6 +79,7 @@ class Bookkeeper(Middleware):
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stop.clear()
+        self.batching = True
         self._thread = threading.Thread(target=self._run, name="ue-flow-bookkeeping", daemon=True)
         self._thread.start()
 
@@ -80,6 +89,7 @@ class Bookkeeper(Middleware):
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._thread = None
+        self.batching = False
         self.flush(give_back_all=True)
 
     def _run(self) -> None:

@@ -13,7 +13,7 @@ from . import metrics
 from .bookkeeping import Bookkeeper
 from .config import Config, System
 from .delivery import Outcome, Sender
-from .envelope import envelope_body
+from .envelope import envelope_from_payload, payload_json
 from .isolation import ProcessSlots
 from .outcomes import GONE, decide, jittered
 from .queues import delivery_queue
@@ -143,18 +143,21 @@ class SystemSender:
             wait_ms = jittered(SLOT_WAIT_MS, 0.5)
             raise RetryLater("in-flight limit reached", wait_ms, consume_attempt=False)
 
+        # Serialized once for both the body and the delivery record.
+        payload = payload_json(envelope[2], envelope[3])
         try:
-            outcome = self._attempt(envelope)
+            outcome = self._attempt(envelope, payload)
         except BaseException:
             self.slots.forget(self.system.slug)
             self.stores.systems.release_slot(self.system.slug, admission.token)
             raise
-        self._judge(envelope, outcome, retries, started_ms, admission)
+        self._judge(envelope, payload, outcome, retries, started_ms, admission)
 
-    def _attempt(self, envelope: Envelope) -> Outcome:
-        event_id, event_name, user, data, _ = envelope
+    def _attempt(self, envelope: Envelope, payload: str) -> Outcome:
+        event_id, event_name = envelope[0], envelope[1]
         key = self.environ[self.system.key_env]
-        body = envelope_body(self.system.slug, key, self.config.events[event_name].type, user, data)
+        wire_type = self.config.events[event_name].type
+        body = envelope_from_payload(self.system.slug, key, wire_type, payload)
         timestamp = int(time.time())
         # The loader rejects extra headers that would replace these.
         headers = {
@@ -192,6 +195,7 @@ class SystemSender:
     def _judge(
         self,
         envelope: Envelope,
+        payload: str,
         outcome: Outcome,
         retries: int,
         started_ms: int,
@@ -201,7 +205,7 @@ class SystemSender:
         attempt = retries + 1
         now = _now_ms()
         if outcome.delivered:
-            self._succeeded(envelope, outcome, attempt, admission, now)
+            self._succeeded(envelope, payload, outcome, attempt, admission, now)
             return
 
         # The slot and the attempt go to Redis at once, before the verdict:
@@ -241,18 +245,24 @@ class SystemSender:
             retry_in_ms=decision.delay_ms,
             failures=failures,
         )
-        self._save_record(envelope, PENDING, attempt, outcome)
+        self._save_record(envelope, PENDING, attempt, outcome, payload=payload)
         raise RetryLater(f"delivery to {slug} failed: {outcome.summary}", decision.delay_ms)
 
     def _succeeded(
-        self, envelope: Envelope, outcome: Outcome, attempt: int, admission: Admission, now: int
+        self,
+        envelope: Envelope,
+        payload: str,
+        outcome: Outcome,
+        attempt: int,
+        admission: Admission,
+        now: int,
     ) -> None:
         slug = self.system.slug
         self.slots.keep(slug, admission, now)
 
         def write(pipe: redis.client.Pipeline) -> None:
             self._log_attempt(envelope[0], attempt, outcome, now, pipe)
-            self._save_record(envelope, DELIVERED, attempt, outcome, pipe)
+            self._save_record(envelope, DELIVERED, attempt, outcome, pipe, payload=payload)
 
         self.bookkeeper.add(write, success_of=slug)
         metrics.count_delivery(slug, metrics.DELIVERED)
@@ -348,6 +358,8 @@ class SystemSender:
         attempts: int,
         outcome: Outcome | None,
         pipe: redis.client.Pipeline | None = None,
+        *,
+        payload: str | None = None,
     ) -> None:
         # The record is written whole after each attempt, so a delivery has
         # one from its first attempt on, with the payload that redeliver sends.
@@ -365,4 +377,4 @@ class SystemSender:
             user=user,
             data=data,
         )
-        self.stores.attempts.save(record, pipe)
+        self.stores.attempts.save(record, pipe, payload=payload)

@@ -8,12 +8,16 @@ from typing import Any, cast
 
 import redis
 
+from ..envelope import payload_json
 from .batch import batch
 
 #: Delivery statuses: waiting for an attempt or a retry, done, or given up.
 PENDING = "pending"
 DELIVERED = "delivered"
 FAILED = "failed"
+
+#: The fields of a delivery record kept apart from its state.
+_PAYLOAD = ("user", "data")
 
 #: The first bytes of an answer's body kept with an attempt.
 RESPONSE_EXCERPT_BYTES = 2048
@@ -54,29 +58,21 @@ class DeliveryRecord:
     data: dict[str, Any] | None = None
 
 
-# Sets fields of a delivery record only when the record exists, so that an
-# update after expiry does not leave a half-written record behind.
-_UPDATE_EXISTING = """
-if redis.call('exists', KEYS[1]) == 1 then
-    redis.call('hset', KEYS[1], unpack(ARGV))
+# A delivery record is a Redis hash of two JSON fields: "state", every field
+# but the payload, and "payload", the user and data that redeliver sends.
+# Updates rewrite the small state only, and only when the record exists, so
+# that an update after expiry does not leave a half-written record behind.
+_UPDATE_STATE = """
+local state = redis.call('hget', KEYS[1], 'state')
+if state then
+    local fields = cjson.decode(state)
+    for name, value in pairs(cjson.decode(ARGV[1])) do
+        fields[name] = value
+    end
+    redis.call('hset', KEYS[1], 'state', cjson.encode(fields))
 end
 return 0
 """
-
-
-# Delivery records are Redis hashes of JSON-encoded fields, so that an
-# update writes only the fields that changed.
-def _encode(fields: dict[str, Any]) -> dict[str, str]:
-    return {key: _encode_value(value) for key, value in fields.items()}
-
-
-def _encode_value(value: Any) -> str:
-    # Most fields are integers or null, whose JSON is cheaper to write by hand.
-    if value is None:
-        return "null"
-    if type(value) is int:
-        return str(value)
-    return json.dumps(value, ensure_ascii=False)
 
 
 class AttemptLog:
@@ -95,23 +91,37 @@ class AttemptLog:
         self.max_attempts = max_attempts
         self._stream = f"{namespace}:attempts"
         self._index = f"{namespace}:deliveries"
-        self._update_existing = client.register_script(_UPDATE_EXISTING)
+        self._update_state = client.register_script(_UPDATE_STATE)
 
     def _record_key(self, event_id: str, system: str) -> str:
         return f"{self.namespace}:delivery:{event_id}:{system}"
 
     def record_attempt(self, attempt: Attempt, pipe: redis.client.Pipeline | None = None) -> None:
         """Append ``attempt`` to the log, as part of ``pipe`` when given."""
-        fields = _encode(vars(attempt))
+        entry = {"attempt": json.dumps(vars(attempt), ensure_ascii=False)}
         with batch(self.client, pipe) as writes:
-            writes.xadd(self._stream, fields, maxlen=self.max_attempts, approximate=True)  # type: ignore[arg-type]
+            writes.xadd(self._stream, entry, maxlen=self.max_attempts, approximate=True)  # type: ignore[arg-type]
 
-    def save(self, record: DeliveryRecord, pipe: redis.client.Pipeline | None = None) -> None:
-        """Store ``record`` whole, as part of ``pipe`` when given."""
+    def save(
+        self,
+        record: DeliveryRecord,
+        pipe: redis.client.Pipeline | None = None,
+        *,
+        payload: str | None = None,
+    ) -> None:
+        """Store ``record`` whole, as part of ``pipe`` when given.
+
+        ``payload`` is ``payload_json(record.user, record.data)`` when the
+        caller has it already.
+        """
         key = self._record_key(record.event_id, record.system)
+        # vars() rather than asdict(), which would deep-copy the payload.
+        state = {name: value for name, value in vars(record).items() if name not in _PAYLOAD}
+        if payload is None:
+            payload = payload_json(record.user, record.data)
+        fields = {"state": json.dumps(state, ensure_ascii=False), "payload": payload}
         with batch(self.client, pipe) as writes:
-            # vars() rather than asdict(), which would deep-copy the payload.
-            writes.hset(key, mapping=_encode(vars(record)))  # type: ignore[arg-type]
+            writes.hset(key, mapping=fields)  # type: ignore[arg-type]
             writes.pexpire(key, self.retention_ms)
             writes.zadd(self._index, {f"{record.event_id}:{record.system}": record.updated_ms})
 
@@ -124,13 +134,12 @@ class AttemptLog:
     ) -> None:
         """Change fields of a stored record, as part of ``pipe`` when given.
 
-        ``changes`` must include ``updated_ms``. A record that expired stays
-        absent rather than half-written.
+        ``changes`` must include ``updated_ms`` and cannot change the
+        payload. A record that expired stays absent rather than half-written.
         """
         key = self._record_key(event_id, system)
-        pairs = [part for field, value in _encode(changes).items() for part in (field, value)]
         with batch(self.client, pipe) as writes:
-            self._update_existing(keys=[key], args=pairs, client=writes)
+            self._update_state(keys=[key], args=[json.dumps(changes)], client=writes)
             writes.zadd(self._index, {f"{event_id}:{system}": changes["updated_ms"]}, xx=True)
 
     def prune(self, now_ms: int) -> None:
@@ -150,7 +159,7 @@ class AttemptLog:
                 Any, self.client.xrevrange(self._stream, max=last, count=1000)
             )
             for entry_id, fields in entries:
-                values = {key.decode(): json.loads(value) for key, value in fields.items()}
+                values = json.loads(fields[b"attempt"])
                 if event_id is None or values["event_id"] == event_id:
                     found.append(Attempt(**values))
                 last = f"({entry_id.decode()}"
@@ -200,6 +209,9 @@ class AttemptLog:
 
 
 def _record(stored: dict[bytes, bytes]) -> DeliveryRecord | None:
-    if not stored:
+    if b"state" not in stored:
         return None
-    return DeliveryRecord(**{key.decode(): json.loads(value) for key, value in stored.items()})
+    payload = json.loads(stored[b"payload"]) if b"payload" in stored else {}
+    return DeliveryRecord(
+        **json.loads(stored[b"state"]), user=payload.get("user"), data=payload.get("data")
+    )
