@@ -15,9 +15,11 @@ from tests.conftest import free_port
 from ue_flow import bookkeeping
 from ue_flow.bookkeeping import Bookkeeper
 from ue_flow.config import Config, DeliverySettings
+from ue_flow.envelope import payload_json
 from ue_flow.loader import load_config
 from ue_flow.slots import SlotPool
 from ue_flow.state import StateStores
+from ue_flow.state.attempts import DELIVERED, Attempt, Delivered, DeliveryRecord
 
 
 def open_stores(client: redis.Redis, namespace: str) -> StateStores:
@@ -30,11 +32,17 @@ def unreachable_client() -> redis.Redis:
     return redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))
 
 
-def marker(key: str) -> bookkeeping.Write:
-    def write(pipe: redis.client.Pipeline) -> None:
-        pipe.set(key, "written")
-
-    return write
+def delivered(index: int, system: str = "learn") -> Delivered:
+    """Return the bookkeeping of a successful first attempt of event ``index``."""
+    event_id = f"evt_{index:032x}"
+    user, data = {"id": index}, {"lines": [index]}
+    return Delivered(
+        Attempt(event_id, system, 1, 1_000, 12, 200, None, ""),
+        DeliveryRecord(
+            event_id, system, "post_sale", DELIVERED, 1, 1_012, 990, 200, None, user, data
+        ),
+        payload_json(user, data),
+    )
 
 
 def wait_for(condition: Any, timeout_s: float = 5.0) -> bool:
@@ -50,9 +58,10 @@ def test_write_outside_worker_at_once(redis_client: redis.Redis, namespace: str)
     stores = open_stores(redis_client, namespace)
     keeper = Bookkeeper(stores, SlotPool(stores.systems))
 
-    keeper.add(marker(f"{namespace}:marker"), success_of="learn")
+    keeper.add(delivered(1))
 
-    assert redis_client.get(f"{namespace}:marker") == b"written"
+    assert stores.attempts.get(f"evt_{1:032x}", "learn") == delivered(1).record
+    assert stores.attempts.attempts(f"evt_{1:032x}") == [delivered(1).attempt]
     assert redis_client.hexists(f"{namespace}:system:learn", "last_success_ms")
     assert keeper.pending == 0
 
@@ -63,10 +72,11 @@ def test_worker_writes_in_batches(redis_client: redis.Redis, namespace: str) -> 
     keeper.after_worker_boot(None, None)  # type: ignore[arg-type]
     try:
         for index in range(50):
-            keeper.add(marker(f"{namespace}:marker:{index}"), success_of="learn")
+            keeper.add(delivered(index))
 
-        assert wait_for(lambda: redis_client.exists(f"{namespace}:marker:49"))
-        assert all(redis_client.exists(f"{namespace}:marker:{index}") for index in range(50))
+        assert wait_for(lambda: len(stores.attempts.deliveries(limit=100)) == 50)
+        assert len(stores.attempts.attempts()) == 50
+        assert keeper.pending == 0
         assert redis_client.hexists(f"{namespace}:system:learn", "last_success_ms")
     finally:
         keeper.after_worker_shutdown(None, None)  # type: ignore[arg-type]
@@ -79,12 +89,12 @@ def test_shutdown_gives_back_kept_slots(redis_client: redis.Redis, namespace: st
     keeper.after_worker_boot(None, None)  # type: ignore[arg-type]
     now_ms = int(time.time() * 1000)
     slots.keep("learn", slots.admit("learn", DeliverySettings(), now_ms), now_ms)
-    keeper.add(marker(f"{namespace}:marker"))
+    keeper.add(delivered(1))
 
     keeper.after_worker_shutdown(None, None)  # type: ignore[arg-type]
 
     assert redis_client.zcard(f"{namespace}:inflight:learn") == 0
-    assert redis_client.get(f"{namespace}:marker") == b"written"
+    assert stores.attempts.get(f"evt_{1:032x}", "learn") is not None
 
 
 def test_unreachable_redis_keeps_writes(namespace: str) -> None:
@@ -94,7 +104,7 @@ def test_unreachable_redis_keeps_writes(namespace: str) -> None:
     keeper.batching = True
 
     for index in range(3):
-        keeper.add(marker(f"{namespace}:marker:{index}"))
+        keeper.add(delivered(index))
     with capture_logs() as logs:
         keeper.flush()
 
@@ -112,7 +122,7 @@ def test_kept_writes_bounded(namespace: str, monkeypatch: pytest.MonkeyPatch) ->
     keeper.batching = True
 
     for index in range(3):
-        keeper.add(marker(f"{namespace}:marker:{index}"))
+        keeper.add(delivered(index))
     with capture_logs() as logs:
         keeper.flush()
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 import dramatiq
 import redis
@@ -21,15 +20,13 @@ from dramatiq.middleware import Middleware
 
 from .slots import SlotPool
 from .state import StateStores
+from .state.attempts import Delivered
 
 #: How often the writes are sent, in seconds.
 FLUSH_INTERVAL_S = 0.02
 
 #: Writes kept while Redis cannot take them; older ones are dropped beyond it.
 MAX_PENDING = 100_000
-
-#: A write adds its commands to the batch's pipeline.
-Write = Callable[[redis.client.Pipeline], None]
 
 logger = structlog.get_logger("ue_flow")
 
@@ -48,7 +45,7 @@ class Bookkeeper(Middleware):
         self.stores = stores
         self.slots = slots
         self._lock = threading.Lock()
-        self._writes: list[Write] = []
+        self._writes: list[Delivered] = []
         self._successes: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -57,25 +54,24 @@ class Bookkeeper(Middleware):
 
     @property
     def pending(self) -> int:
-        """The number of writes waiting for the next batch."""
+        """The number of deliveries whose bookkeeping waits for the next batch."""
         with self._lock:
             return len(self._writes)
 
-    def add(self, write: Write, *, success_of: str | None = None) -> None:
-        """Queue ``write``; ``success_of`` names a system to mark as just succeeded."""
+    def add(self, delivered: Delivered) -> None:
+        """Queue the bookkeeping of one successful delivery."""
+        system = delivered.record.system
         if not self.batching:
             with self.stores.client.pipeline(transaction=False) as pipe:
-                write(pipe)
-                if success_of is not None:
-                    self.stores.systems.record_success(success_of, _now_ms(), pipe)
+                self.stores.attempts.log_delivered([delivered], pipe)
+                self.stores.systems.record_success(system, _now_ms(), pipe)
                 self._give_back(self.slots.take_spent(_now_ms()), pipe)
                 pipe.execute()
             return
 
         with self._lock:
-            self._writes.append(write)
-            if success_of is not None:
-                self._successes[success_of] = _now_ms()
+            self._writes.append(delivered)
+            self._successes[system] = _now_ms()
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stop.clear()
@@ -107,8 +103,7 @@ class Bookkeeper(Middleware):
 
         try:
             with self.stores.client.pipeline(transaction=False) as pipe:
-                for write in writes:
-                    write(pipe)
+                self.stores.attempts.log_delivered(writes, pipe)
                 for slug, now_ms in successes.items():
                     self.stores.systems.record_success(slug, now_ms, pipe)
                 self._give_back(spent, pipe)
@@ -124,7 +119,7 @@ class Bookkeeper(Middleware):
         for slug, token in spent:
             self.stores.systems.release_slot(slug, token, pipe)
 
-    def _requeue(self, writes: list[Write], successes: dict[str, int]) -> None:
+    def _requeue(self, writes: list[Delivered], successes: dict[str, int]) -> None:
         with self._lock:
             self._writes[:0] = writes
             dropped = len(self._writes) - MAX_PENDING

@@ -182,7 +182,7 @@ class Engine:
         only: list[str] | None,
     ) -> None:
         # Routing here rather than in a worker spares every event a message
-        # and a worker's round trips; the deliveries go to Redis in one
+        # and a worker's round trips. The deliveries go to Redis in one
         # script call, so a failure leaves none of them queued.
         parts = route(self.config, self.config.events[event_name], payload, only, slugs=slugs)
         if not parts:

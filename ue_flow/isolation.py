@@ -16,9 +16,8 @@ import dramatiq
 from dramatiq.middleware import Middleware
 
 #: How long a thread waits for its system's share to free up, in seconds. A
-#: healthy system frees a slot within milliseconds; otherwise the delivery
-#: goes back to its queue and the thread takes another message, which a
-#: longer wait would keep it from.
+#: healthy system frees a slot within milliseconds. Otherwise the delivery
+#: goes back to its queue, so that the thread can take another message.
 SHARE_WAIT_S = 0.005
 
 

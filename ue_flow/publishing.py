@@ -15,8 +15,7 @@ from dramatiq.brokers.redis import RedisBroker
 # Redis does not undo the writes of a script that fails halfway, so the
 # key types are checked before the first write.
 # NOTE: a Redis server that reaches maxmemory between two writes of the
-# script still fails it halfway; one call for all messages keeps that
-# window to microseconds.
+# script still fails it halfway. The window is the microseconds the script runs.
 _ENQUEUE_ALL = """
 for i = 1, #KEYS, 2 do
     local list, hash = redis.call('type', KEYS[i]).ok, redis.call('type', KEYS[i + 1]).ok

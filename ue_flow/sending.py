@@ -27,6 +27,7 @@ from .state.attempts import (
     PENDING,
     RESPONSE_EXCERPT_BYTES,
     Attempt,
+    Delivered,
     DeliveryRecord,
 )
 from .state.dead_letters import DeadLetter
@@ -260,11 +261,13 @@ class SystemSender:
         slug = self.system.slug
         self.slots.keep(slug, admission, now)
 
-        def write(pipe: redis.client.Pipeline) -> None:
-            self._log_attempt(envelope[0], attempt, outcome, now, pipe)
-            self._save_record(envelope, DELIVERED, attempt, outcome, pipe, payload=payload)
-
-        self.bookkeeper.add(write, success_of=slug)
+        self.bookkeeper.add(
+            Delivered(
+                self._attempt_entry(envelope[0], attempt, outcome, now),
+                self._record(envelope, DELIVERED, attempt, outcome),
+                payload,
+            )
+        )
         metrics.count_delivery(slug, metrics.DELIVERED)
         metrics.observe_latency(slug, (now - envelope[4]) / 1000)
         # The attempt log keeps every success; the log line is for debugging.
@@ -328,19 +331,21 @@ class SystemSender:
         self, event_id: str, attempt: int, outcome: Outcome, now: int, pipe: redis.client.Pipeline
     ) -> None:
         self.stores.attempts.record_attempt(
-            Attempt(
-                event_id=event_id,
-                system=self.system.slug,
-                attempt=attempt,
-                time_ms=now - outcome.duration_ms,
-                duration_ms=outcome.duration_ms,
-                status=outcome.status,
-                error=outcome.error,
-                # Redacted before it is cut, so that a key cut in half at
-                # the end cannot slip through.
-                response=self._redact(outcome.response)[:RESPONSE_EXCERPT_BYTES],
-            ),
-            pipe,
+            self._attempt_entry(event_id, attempt, outcome, now), pipe
+        )
+
+    def _attempt_entry(self, event_id: str, attempt: int, outcome: Outcome, now: int) -> Attempt:
+        return Attempt(
+            event_id=event_id,
+            system=self.system.slug,
+            attempt=attempt,
+            time_ms=now - outcome.duration_ms,
+            duration_ms=outcome.duration_ms,
+            status=outcome.status,
+            error=outcome.error,
+            # Redacted before it is cut, so that a key cut in half at
+            # the end cannot slip through.
+            response=self._redact(outcome.response)[:RESPONSE_EXCERPT_BYTES],
         )
 
     def _redact(self, text: str) -> str:
@@ -361,10 +366,16 @@ class SystemSender:
         *,
         payload: str | None = None,
     ) -> None:
+        record = self._record(envelope, status, attempts, outcome)
+        self.stores.attempts.save(record, pipe, payload=payload)
+
+    def _record(
+        self, envelope: Envelope, status: str, attempts: int, outcome: Outcome | None
+    ) -> DeliveryRecord:
         # The record is written whole after each attempt, so a delivery has
         # one from its first attempt on, with the payload that redeliver sends.
         event_id, event_name, user, data, emitted_at_ms = envelope
-        record = DeliveryRecord(
+        return DeliveryRecord(
             event_id=event_id,
             system=self.system.slug,
             event_name=event_name,
@@ -377,4 +388,3 @@ class SystemSender:
             user=user,
             data=data,
         )
-        self.stores.attempts.save(record, pipe, payload=payload)

@@ -2,10 +2,10 @@
 
 Taking a slot is a script call to Redis that also checks the system's
 disabled flag and circuit. A process that just delivered to a healthy
-system keeps the slot for its next delivery there instead, for at most
-REUSE_MS, so that a busy worker pays that round trip about once a second
-per slot rather than once per delivery. The slot stays counted in Redis
-all along, so the in-flight limit holds across every worker.
+system keeps the slot for its next delivery there, for at most REUSE_MS.
+A busy worker then pays that round trip about once a second per slot
+rather than once per delivery. The slot stays counted in Redis all along,
+so the in-flight limit holds across every worker.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ IDLE_MS = 100
 
 
 @dataclass(frozen=True)
-class _Kept:
+class _KeptSlot:
+    """A slot waiting in this process for its next delivery, kept since ``kept_ms``."""
+
     admission: Admission
     kept_ms: int
 
@@ -38,7 +40,7 @@ class SlotPool:
     def __init__(self, states: SystemStates) -> None:
         self.states = states
         self._lock = threading.Lock()
-        self._kept: dict[str, list[_Kept]] = {}
+        self._kept: dict[str, list[_KeptSlot]] = {}
         self._spent: list[tuple[str, str]] = []
 
     def admit(self, slug: str, settings: DeliverySettings, now_ms: int) -> Admission:
@@ -57,7 +59,7 @@ class SlotPool:
         """Keep the slot of a delivery that succeeded for the next delivery to ``slug``."""
         with self._lock:
             if admission.verdict == ADMITTED and now_ms - admission.taken_ms < REUSE_MS:
-                self._kept.setdefault(slug, []).append(_Kept(admission, now_ms))
+                self._kept.setdefault(slug, []).append(_KeptSlot(admission, now_ms))
             else:
                 self._spent.append((slug, admission.token))
 

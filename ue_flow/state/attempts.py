@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -58,6 +59,33 @@ class DeliveryRecord:
     data: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class Delivered:
+    """A successful attempt, the record it completes and that record's ``payload_json``."""
+
+    attempt: Attempt
+    record: DeliveryRecord
+    payload: str
+
+
+# Stores the attempts and records of successful deliveries in one call.
+# KEYS: the attempt stream, the record index, then each record's key. ARGV:
+# the stream's approximate length cap, the records' retention in ms, then
+# per record its state, payload, update time, index member and attempt.
+_LOG_DELIVERED = """
+local stream, index = KEYS[1], KEYS[2]
+local max_attempts, retention = ARGV[1], ARGV[2]
+for i = 3, #KEYS do
+    local at = 3 + (i - 3) * 5
+    redis.call('hset', KEYS[i], 'state', ARGV[at], 'payload', ARGV[at + 1])
+    redis.call('pexpire', KEYS[i], retention)
+    redis.call('zadd', index, ARGV[at + 2], ARGV[at + 3])
+    redis.call('xadd', stream, 'MAXLEN', '~', max_attempts, '*', 'attempt', ARGV[at + 4])
+end
+return 0
+"""
+
+
 # A delivery record is a Redis hash of two JSON fields: "state", every field
 # but the payload, and "payload", the user and data that redeliver sends.
 # Updates rewrite the small state only, and only when the record exists, so
@@ -92,6 +120,7 @@ class AttemptLog:
         self._stream = f"{namespace}:attempts"
         self._index = f"{namespace}:deliveries"
         self._update_state = client.register_script(_UPDATE_STATE)
+        self._log_delivered = client.register_script(_LOG_DELIVERED)
 
     def _record_key(self, event_id: str, system: str) -> str:
         return f"{self.namespace}:delivery:{event_id}:{system}"
@@ -101,6 +130,32 @@ class AttemptLog:
         entry = {"attempt": json.dumps(vars(attempt), ensure_ascii=False)}
         with batch(self.client, pipe) as writes:
             writes.xadd(self._stream, entry, maxlen=self.max_attempts, approximate=True)  # type: ignore[arg-type]
+
+    def log_delivered(
+        self, delivered: Sequence[Delivered], pipe: redis.client.Pipeline | None = None
+    ) -> None:
+        """Append the attempts and store the records of ``delivered`` in one script call.
+
+        The call is part of ``pipe`` when given. Each record is stored as
+        ``save`` stores it.
+        """
+        if not delivered:
+            return
+
+        keys = [self._stream, self._index]
+        args: list[str | int] = [self.max_attempts, self.retention_ms]
+        for entry in delivered:
+            record = entry.record
+            keys.append(self._record_key(record.event_id, record.system))
+            args += [
+                _state_json(record),
+                entry.payload,
+                record.updated_ms,
+                f"{record.event_id}:{record.system}",
+                json.dumps(vars(entry.attempt), ensure_ascii=False),
+            ]
+        with batch(self.client, pipe) as writes:
+            self._log_delivered(keys=keys, args=args, client=writes)
 
     def save(
         self,
@@ -115,11 +170,9 @@ class AttemptLog:
         caller has it already.
         """
         key = self._record_key(record.event_id, record.system)
-        # vars() rather than asdict(), which would deep-copy the payload.
-        state = {name: value for name, value in vars(record).items() if name not in _PAYLOAD}
         if payload is None:
             payload = payload_json(record.user, record.data)
-        fields = {"state": json.dumps(state, ensure_ascii=False), "payload": payload}
+        fields = {"state": _state_json(record), "payload": payload}
         with batch(self.client, pipe) as writes:
             writes.hset(key, mapping=fields)  # type: ignore[arg-type]
             writes.pexpire(key, self.retention_ms)
@@ -206,6 +259,12 @@ class AttemptLog:
                     continue
                 found.append(record)
         return found[:limit]
+
+
+def _state_json(record: DeliveryRecord) -> str:
+    # vars() rather than asdict(), which would deep-copy the payload.
+    state = {name: value for name, value in vars(record).items() if name not in _PAYLOAD}
+    return json.dumps(state, ensure_ascii=False)
 
 
 def _record(stored: dict[bytes, bytes]) -> DeliveryRecord | None:
