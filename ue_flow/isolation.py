@@ -36,11 +36,12 @@ class ProcessSlots:
     def acquire(self, slug: str, timeout_s: float = SHARE_WAIT_S) -> bool:
         """Take a slot for ``slug``, waiting up to ``timeout_s``; False when none freed."""
         with self._lock:
-            freed = self._freed.get(slug)
-            if freed is None:
-                freed = self._freed[slug] = threading.Condition(self._lock)
-            if not freed.wait_for(lambda: self._has_room(slug), timeout=timeout_s):
-                return False
+            if not self._has_room(slug):
+                freed = self._freed.get(slug)
+                if freed is None:
+                    freed = self._freed[slug] = threading.Condition(self._lock)
+                if not freed.wait_for(lambda: self._has_room(slug), timeout=timeout_s):
+                    return False
             self._in_flight[slug] = self._in_flight.get(slug, 0) + 1
             return True
 
@@ -51,7 +52,9 @@ class ProcessSlots:
         """Give back a slot taken with ``acquire``."""
         with self._lock:
             self._in_flight[slug] -= 1
-            self._freed[slug].notify()
+            freed = self._freed.get(slug)
+            if freed is not None:
+                freed.notify()
 
 
 class ThreadShare(Middleware):

@@ -26,6 +26,7 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300
 
 _deliveries: Any = None
 _latency: Any = None
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
 
 class DeliveryMetrics(Middleware):
@@ -40,6 +41,7 @@ class DeliveryMetrics(Middleware):
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", DB_PATH)
         import prometheus_client
 
+        _children.clear()
         _deliveries = prometheus_client.Counter(
             "ue_flow_deliveries_total",
             "Delivery attempts by system and outcome.",
@@ -56,10 +58,20 @@ class DeliveryMetrics(Middleware):
 def count_delivery(system: str, outcome: str) -> None:
     """Count one attempt's outcome; does nothing unless metrics are enabled."""
     if _deliveries is not None:
-        _deliveries.labels(system, outcome).inc()
+        _child(_deliveries, system, outcome).inc()
 
 
 def observe_latency(system: str, seconds: float) -> None:
     """Record one emit-to-delivered latency; does nothing unless metrics are enabled."""
     if _latency is not None:
-        _latency.labels(system).observe(seconds)
+        _child(_latency, system).observe(seconds)
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    # labels() takes a lock and builds a key on every call; the children
+    # are few, one per system and outcome, so they are kept here.
+    key = (id(metric), labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
