@@ -320,6 +320,9 @@ DRAMATIQ_QUEUES = {
     ),
     "-Q with no names": (["ue_flow", "-p", "1", "-Q"], None),
     "other options": (["ue_flow", "-p", "1", "-t", "4", "-Q", "events"], ["events"]),
+    "joined short options": (["ue_flow", "-vQ", "deliver.learn"], ["deliver.learn"]),
+    "joined thread count": (["ue_flow", "-t4", "-Q", "deliver.learn"], ["deliver.learn"]),
+    "invalid command line": (["-Q", "deliver.learn"], None),
 }
 
 

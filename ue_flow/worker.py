@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 import dramatiq
+from dramatiq.cli import make_argument_parser
 from dramatiq.common import q_name
 from dramatiq.middleware.prometheus import Prometheus
 
@@ -63,19 +63,27 @@ def boot_worker() -> Engine:
 def dramatiq_queues(argv: Sequence[str]) -> list[str] | None:
     """Return the queues named by ``-Q``/``--queues`` in the dramatiq command line ``argv``.
 
-    Returns None when the worker consumes every queue: without ``-Q``, or
-    with ``-Q`` and no names. Dramatiq passes its options to the worker
-    process but not to the modules it imports, so they are read again
-    from ``sys.argv``, with the option definition of Dramatiq 2.2.
-
-    NOTE: -Q combined with other short options behind one dash, such as
-    ``-vQ events``, is not recognized, so every system's keys are checked.
+    Returns None when the worker consumes every queue: without ``-Q``, with
+    ``-Q`` and no names, or when ``argv`` is not a command line Dramatiq
+    accepts. Dramatiq passes its options to the worker process but not to
+    the modules it imports, so they are read again from ``sys.argv`` with
+    Dramatiq's own parser, which also reads ``-Q`` joined to other short
+    options, such as ``-vQ``.
     """
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--queues", "-Q", nargs="*")
-    known, _ = parser.parse_known_args(argv)
+    parser = make_argument_parser()
+    parser.error = _reject
+    try:
+        known, _ = parser.parse_known_args(argv)
+    except ValueError:
+        return None
     queues: list[str] | None = known.queues or None
     return queues
+
+
+def _reject(message: str) -> NoReturn:
+    # argparse's default prints the usage and exits, which is Dramatiq's
+    # own job when the command line is wrong.
+    raise ValueError(message)
 
 
 def _exit_config(message: str) -> NoReturn:
