@@ -152,6 +152,24 @@ def test_check_malformed_json(tmp_path: Path) -> None:
     assert "invalid JSON" in result.stderr
 
 
+def test_check_duplicate_key(tmp_path: Path) -> None:
+    path = tmp_path / "payload.json"
+    text = '{\n  "user": {"id": 1},\n  "data": {\n    "state": "a",\n    "state": "b"\n  }\n}\n'
+    path.write_text(text, encoding="utf-8")
+
+    result = run_cli("check", "post_sale", str(path))
+
+    assert result.returncode == 1
+    assert f"{path}:5:5: error: invalid JSON: duplicate key 'state'" in result.stderr
+
+
+def test_check_duplicate_key_stdin() -> None:
+    result = run_cli("check", "post_sale", "-", stdin='{"user": {}, "user": {}, "data": {}}')
+
+    assert result.returncode == 1
+    assert "duplicate key 'user'" in result.stderr
+
+
 def test_check_extra_top_level_key(tmp_path: Path) -> None:
     payload = load_example("post_sale", "two_systems")
     payload["systems"] = ["learn"]

@@ -52,7 +52,11 @@ def read_payload_file(path: Path, text: str | None = None) -> PayloadFile:
             ) from error
 
     try:
-        payload = json.loads(text)
+        payload = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as error:
+        line, column = _duplicate_position(text, error.key)
+        message = f"invalid JSON: duplicate key {error.key!r}; set each key once"
+        raise ConfigError([ConfigProblem(path, line, column, message)]) from None
     except json.JSONDecodeError as error:
         problem = ConfigProblem(path, error.lineno, error.colno, f"invalid JSON: {error.msg}")
         raise ConfigError([problem]) from error
@@ -66,6 +70,45 @@ def read_payload_file(path: Path, text: str | None = None) -> PayloadFile:
         message = f"a payload file is a JSON object with the keys user and data, found {keys}"
         raise ConfigError([ConfigProblem(path, 1, 1, message)])
     return PayloadFile(path, payload, text)
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of duplicate keys without a word, so a
+    # payload file could send a value other than the one its author reads.
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def _duplicate_position(text: str, key: str) -> tuple[int, int]:
+    # JSON is YAML, and the YAML reader reports duplicate keys with their
+    # lines; a text it cannot read is reported at its start.
+    try:
+        node = yaml.SafeLoader(text).get_single_node()
+    except yaml.YAMLError:
+        return 1, 1
+    pending = [node]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, yaml.MappingNode):
+            seen = set()
+            for key_node, value_node in current.value:
+                if key_node.value == key and key in seen:
+                    return key_node.start_mark.line + 1, key_node.start_mark.column + 1
+                seen.add(key_node.value)
+                pending.append(value_node)
+        elif isinstance(current, yaml.SequenceNode):
+            pending.extend(current.value)
+    return 1, 1
 
 
 def check_examples(loaded: LoadedConfig) -> list[ConfigProblem]:
