@@ -170,6 +170,23 @@ def test_check_duplicate_key_stdin() -> None:
     assert "duplicate key 'user'" in result.stderr
 
 
+def test_closed_pipe_no_traceback() -> None:
+    # The reader closes the pipe before the command, still importing, writes.
+    process = subprocess.Popen(
+        [str(UE_FLOW), "events", "--format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=build_env(),
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    process.stdout.close()
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 0
+    assert b"Traceback" not in stderr
+
+
 def test_check_extra_top_level_key(tmp_path: Path) -> None:
     payload = load_example("post_sale", "two_systems")
     payload["systems"] = ["learn"]

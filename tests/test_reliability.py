@@ -390,13 +390,16 @@ def test_circuit_opens_keeps_attempts(
     engine = engine_for(env)
     mitx = receivers["mitxonline"]
     mitx.statuses = [500] * 20
-    start_worker(env)
+    worker = start_worker(env)
 
     event_id = emit_basket(engine)
     mitx.wait_for(2)
     time.sleep(1.5)
 
     assert len(mitx.requests) == 2
+    opened = [line for line in worker.output().splitlines() if "system.circuit_opened" in line]
+    assert len(opened) == 1
+    assert event_id in opened[0]
     record = engine.stores.attempts.get(event_id, "mitxonline")
     assert record is not None
     assert record.attempts == 2

@@ -663,7 +663,8 @@ def url_problem(url: str, *, allow_http: bool, allow_private_network: bool) -> s
 
     del port  # Reading it checks that the port is a number within range.
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"invalid URL {url!r}: expected https://host/path"
+        schemes = "http://host/path or https://host/path" if allow_http else "https://host/path"
+        return f"invalid URL {url!r}: expected {schemes}"
     if parts.scheme == "http" and not allow_http:
         return f"URL {url!r} uses plain http; use https, or set allow_http: true for this system"
     if parts.username or parts.password:

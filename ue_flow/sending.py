@@ -227,9 +227,17 @@ class SystemSender:
             self.disable(f"{DISABLED_REASON}: the endpoint answered 410 Gone", now)
             raise GiveUp(self._dead_letter(envelope, attempt, outcome, DISABLED_REASON))
 
+        breaker = self.settings.circuit_breaker
         failures, failing_since = self.stores.systems.record_failure(
-            slug, outcome.summary, self.settings.circuit_breaker, now
+            slug, outcome.summary, breaker, now
         )
+        if failures == breaker.failure_threshold:
+            log.warning(
+                "system.circuit_opened",
+                error=outcome.summary,
+                failures=failures,
+                cooldown_ms=breaker.cooldown_ms,
+            )
         if now - failing_since >= self.settings.disable_after_ms:
             self.disable(f"{DISABLED_REASON}: failing for {now - failing_since} ms", now)
             raise GiveUp(self._dead_letter(envelope, attempt, outcome, DISABLED_REASON))

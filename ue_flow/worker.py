@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 import dramatiq
+import structlog
 from dramatiq.cli import make_argument_parser
 from dramatiq.common import q_name
 from dramatiq.middleware.prometheus import Prometheus
@@ -57,6 +58,13 @@ def boot_worker() -> Engine:
         engine.broker.add_middleware(Prometheus())
         engine.broker.add_middleware(DeliveryMetrics())
     dramatiq.set_broker(engine.broker)
+    structlog.get_logger("ue_flow").info(
+        "worker.configured",
+        config=str(engine.config.directory),
+        namespace=engine.stores.namespace,
+        queues=queues or "all",
+        systems=delivering,
+    )
     return engine
 
 

@@ -6,11 +6,12 @@ Each module of this package adds a family of commands with ``register``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from . import authoring_commands, config_commands, event_commands, operate_commands
-from .common import EXIT_USAGE
+from .common import EXIT_OK, EXIT_USAGE
 
 __all__ = ["main"]
 
@@ -23,7 +24,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
 
-    status: int = args.run(args)
+    try:
+        status: int = args.run(args)
+    except BrokenPipeError:
+        # The reader of the output went away, as `| head` does. Standard
+        # output goes to /dev/null so that flushing it at exit cannot fail
+        # again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     return status
 
 

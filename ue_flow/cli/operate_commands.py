@@ -44,7 +44,12 @@ def register(commands: Commands) -> None:
     add_config_option(deliveries)
     deliveries.add_argument("--system", metavar="SLUG", help="only this system")
     deliveries.add_argument(
-        "--status", choices=(PENDING, DELIVERED, FAILED), help="only this status"
+        "--status",
+        choices=(PENDING, DELIVERED, FAILED),
+        help=(
+            "only this status: pending (waiting for an attempt or a retry), "
+            "delivered (a 2xx response), failed (gave up, kept as a dead letter)"
+        ),
     )
     deliveries.add_argument("--event", metavar="ID", help="only this event id, with every attempt")
     deliveries.add_argument(
@@ -209,10 +214,17 @@ def run_deliveries(args: argparse.Namespace) -> int:
             )
         )
     _print_table(rows)
+    if args.event and not records:
+        print(
+            f"no delivery of {args.event} is on record: a delivery has a record from its "
+            "first attempt, and records are kept for the attempt retention period",
+            file=sys.stderr,
+        )
     if attempts:
         print()
         rows = [("SYSTEM", "ATTEMPT", "TIME", "DURATION-MS", "RESULT", "RESPONSE")]
-        for attempt in sorted(attempts, key=lambda found: (found.system, found.attempt)):
+        # In time order: a replay or redeliver numbers its attempts from 1 again.
+        for attempt in sorted(attempts, key=lambda found: (found.system, found.time_ms)):
             result = attempt.error or str(attempt.status)
             response = attempt.response[:60].replace("\n", " ")
             rows.append(
@@ -261,6 +273,12 @@ def run_redeliver(args: argparse.Namespace) -> int:
         record.event_id, record.system, status=PENDING, updated_ms=_now_ms()
     )
     print(f"queued {record.event_id} for {record.system}")
+    if record.status == PENDING:
+        print(
+            f"note: {record.event_id} was still pending for {record.system}, so its retry "
+            "stays scheduled and the system may receive it twice, with the same webhook-id",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

@@ -49,8 +49,8 @@ def state_redis_url() -> str:
         return broker
 
     message = (
-        "UE_FLOW_REDIS_URL is not set: with a RabbitMQ broker, ue-flow keeps retries, dead "
-        "letters and the attempt log in Redis; set it to redis://host:port/db"
+        "not set, but with a RabbitMQ broker ue-flow keeps retries, dead letters and "
+        "the attempt log in Redis; set it to redis://host:port/db"
     )
     raise ConfigError([ConfigProblem(Path("UE_FLOW_REDIS_URL"), 0, 0, message)])
 
