@@ -58,7 +58,11 @@ class ProcessSlots:
 
 
 class ThreadShare(Middleware):
-    """Sizes a ProcessSlots from the worker's thread count when the worker boots."""
+    """Sizes a ProcessSlots from the worker's thread count when the worker boots.
+
+    ``system_count`` is the number of systems the worker delivers to; with
+    more than one, each may use half of the threads.
+    """
 
     def __init__(self, slots: ProcessSlots, system_count: int) -> None:
         self.slots = slots

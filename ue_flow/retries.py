@@ -18,6 +18,7 @@ import redis
 import structlog
 from dramatiq.broker import MessageProxy
 from dramatiq.common import compute_backoff
+from dramatiq.errors import BrokerError as DramatiqBrokerError
 from dramatiq.middleware import Middleware
 
 from .state.dead_letters import DeadLetter, DeadLetters
@@ -155,8 +156,7 @@ class DurableRetries(Middleware):
         if isinstance(exception, RetryLater):
             consumed = retries + 1 if exception.consume_attempt else retries
             options = {"retries": consumed, **exception.options}
-            if exception.delay_ms <= 0:
-                broker.enqueue(message.copy(options=options))
+            if exception.delay_ms <= 0 and self._requeue(broker, message, options):
                 return
             self._schedule(message, exception.delay_ms, options)
             return
@@ -202,6 +202,23 @@ class DurableRetries(Middleware):
             message.fail()
             return
         self.dead_letters.add(to_dead_letter(message.args, retries + 1, reason[:500]))
+
+    def _requeue(
+        self, broker: dramatiq.Broker, message: MessageProxy, options: dict[str, Any]
+    ) -> bool:
+        # A broker that rejects the publish, such as RabbitMQ with a queue
+        # length limit, must not cost the message: the scheduler keeps it.
+        try:
+            broker.enqueue(message.copy(options=options))
+        except DramatiqBrokerError as error:
+            logger.warning(
+                "message.requeue_failed",
+                message_id=message.message_id,
+                actor=message.actor_name,
+                error=f"{type(error).__name__}: {error}",
+            )
+            return False
+        return True
 
     def _schedule(self, message: MessageProxy, delay_ms: int, options: dict[str, Any]) -> None:
         due_ms = int(time.time() * 1000) + delay_ms

@@ -53,6 +53,8 @@ def boot_worker() -> Engine:
         check_keys(engine.config, systems=delivering)
     except ConfigError as error:
         _exit_config(str(error))
+    # A worker of one system's queue gives it all its threads.
+    engine.thread_share.system_count = len(delivering)
 
     if engine.config.workers.metrics:
         engine.broker.add_middleware(Prometheus())

@@ -261,6 +261,11 @@ def run_redeliver(args: argparse.Namespace) -> int:
         )
         return EXIT_INVALID
 
+    # Pending first: a worker may deliver it and write its record before
+    # this command gets to the record again.
+    engine.stores.attempts.update(
+        record.event_id, record.system, status=PENDING, updated_ms=_now_ms()
+    )
     send_delivery(
         engine.deliverers[args.system],
         record.event_id,
@@ -268,9 +273,6 @@ def run_redeliver(args: argparse.Namespace) -> int:
         record.user,
         record.data,
         record.emitted_at_ms,
-    )
-    engine.stores.attempts.update(
-        record.event_id, record.system, status=PENDING, updated_ms=_now_ms()
     )
     print(f"queued {record.event_id} for {record.system}")
     if record.status == PENDING:
@@ -352,6 +354,11 @@ def replay(engine: Engine, letters: Iterable[DeadLetter]) -> int:
                 file=sys.stderr,
             )
             continue
+        # Pending first: a worker may deliver it and write its record
+        # before this command gets to the record again.
+        engine.stores.attempts.update(
+            letter.event_id, letter.system, status=PENDING, updated_ms=_now_ms()
+        )
         send_delivery(
             actor,
             letter.event_id,
@@ -359,9 +366,6 @@ def replay(engine: Engine, letters: Iterable[DeadLetter]) -> int:
             letter.user,
             letter.data,
             letter.emitted_at_ms,
-        )
-        engine.stores.attempts.update(
-            letter.event_id, letter.system, status=PENDING, updated_ms=_now_ms()
         )
         engine.stores.dead_letters.remove(letter)
         replayed += 1

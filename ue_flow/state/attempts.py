@@ -212,7 +212,7 @@ class AttemptLog:
                 Any, self.client.xrevrange(self._stream, max=last, count=1000)
             )
             for entry_id, fields in entries:
-                values = json.loads(fields[b"attempt"])
+                values = _attempt_fields(fields)
                 if event_id is None or values["event_id"] == event_id:
                     found.append(Attempt(**values))
                 last = f"({entry_id.decode()}"
@@ -267,9 +267,21 @@ def _state_json(record: DeliveryRecord) -> str:
     return json.dumps(state, ensure_ascii=False)
 
 
+def _attempt_fields(fields: dict[bytes, bytes]) -> dict[str, Any]:
+    if b"event_id" in fields:
+        # Written by earlier releases, one JSON value per field; such entries
+        # remain until the attempt retention passes.
+        return {key.decode(): json.loads(value) for key, value in fields.items()}
+    values: dict[str, Any] = json.loads(fields[b"attempt"])
+    return values
+
+
 def _record(stored: dict[bytes, bytes]) -> DeliveryRecord | None:
     if b"state" not in stored:
-        return None
+        if b"event_id" not in stored:
+            return None
+        # Written by earlier releases, one JSON value per field.
+        return DeliveryRecord(**{key.decode(): json.loads(value) for key, value in stored.items()})
     payload = json.loads(stored[b"payload"]) if b"payload" in stored else {}
     return DeliveryRecord(
         **json.loads(stored[b"state"]), user=payload.get("user"), data=payload.get("data")

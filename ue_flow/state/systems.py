@@ -40,6 +40,22 @@ redis.call('pexpire', slots, lease_until - now)
 return {0}
 """
 
+# Records a success at ARGV[1] ms. It closes the circuit and ends the failure
+# streak only when no failure came later, since a batch of successes may be
+# written after failures that happened meanwhile.
+_SUCCESS = """
+local state, now = KEYS[1], tonumber(ARGV[1])
+local last_success = tonumber(redis.call('hget', state, 'last_success_ms') or '0')
+if now > last_success then
+    redis.call('hset', state, 'last_success_ms', now)
+end
+local last_failure = tonumber(redis.call('hget', state, 'last_failure_ms') or '0')
+if last_failure <= now then
+    redis.call('hdel', state, 'failures', 'failing_since_ms', 'open_until_ms')
+end
+return 0
+"""
+
 #: Admission verdicts of ``SystemStates.admit``.
 ADMITTED = 0
 DISABLED = 1
@@ -81,6 +97,7 @@ class SystemStates:
         self.client = client
         self.namespace = namespace
         self._admit = client.register_script(_ADMIT)
+        self._success = client.register_script(_SUCCESS)
 
     def _key(self, slug: str) -> str:
         return f"{self.namespace}:system:{slug}"
@@ -147,10 +164,13 @@ class SystemStates:
     def record_success(
         self, slug: str, now_ms: int, pipe: redis.client.Pipeline | None = None
     ) -> None:
-        """Close the circuit and clear the failure streak, as part of ``pipe`` when given."""
+        """Note a success at ``now_ms``, as part of ``pipe`` when given.
+
+        The circuit closes and the failure streak ends unless a failure was
+        recorded after ``now_ms``.
+        """
         with batch(self.client, pipe) as writes:
-            writes.hset(self._key(slug), "last_success_ms", now_ms)
-            writes.hdel(self._key(slug), "failures", "failing_since_ms", "open_until_ms")
+            self._success(keys=[self._key(slug)], args=[now_ms], client=writes)
 
     def record_failure(
         self, slug: str, error: str, breaker: CircuitBreaker, now_ms: int
