@@ -240,6 +240,21 @@ def test_emit_queues_message(
     assert redis_queued(redis_client, namespace, "events") == []
 
 
+def test_emit_idempotency_key_queues_once(
+    emit_env: dict[str, str], namespace: str, redis_client: redis.Redis
+) -> None:
+    path = str(ROOT / "examples" / "post_sale" / "two_systems.json")
+
+    first = run_cli("emit", "post_sale", path, "--idempotency-key", "order-42", env=emit_env)
+    second = run_cli("emit", "post_sale", path, "--idempotency-key", "order-42", env=emit_env)
+    queued = queued_deliveries(redis_client, namespace)
+
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout
+    assert [len(messages) for messages in queued.values()] == [1, 1]
+
+
 def test_emit_message_has_no_key(
     emit_env: dict[str, str], namespace: str, redis_client: redis.Redis
 ) -> None:

@@ -249,7 +249,7 @@ def test_together_queue_all_or_nothing(
     assert queued_deliveries(redis_client, namespace) == {}
 
 
-def test_emit_script_error_releases_key(
+def test_emit_script_error_keeps_event_id(
     app_engine: Engine, namespace: str, redis_client: redis.Redis
 ) -> None:
     payload = load_example("post_sale", "two_systems")
@@ -258,12 +258,25 @@ def test_emit_script_error_releases_key(
 
     with pytest.raises(ue_flow.BrokerError) as raised:
         app_engine.emit("post_sale", **payload, idempotency_key=key)
+    claimed = redis_client.get(f"{namespace}:idempotency:{key}")
+    redis_client.delete(f"{namespace}:deliver.learn.msgs")
+    event_id = app_engine.emit("post_sale", **payload, idempotency_key=key)
+    again = app_engine.emit("post_sale", **payload, idempotency_key=key)
 
     message = str(raised.value)
     assert message.startswith("could not queue post_sale event: ResponseError")
     assert "WRONGTYPE" in message
     assert isinstance(raised.value.__cause__, redis.ResponseError)
-    assert redis_client.exists(f"{namespace}:idempotency:{key}") == 0
+    assert raised.value.maybe_queued is False
+    # The failed emit queued nothing, so the retry queues the event, under
+    # the id the key was claimed with, and a third emit queues nothing.
+    assert claimed == event_id.encode()
+    assert again == event_id
+    queued = queued_deliveries(redis_client, namespace)
+    assert {slug: [m["args"][0] for m in messages] for slug, messages in queued.items()} == {
+        "mitxonline": [event_id],
+        "learn": [event_id],
+    }
 
 
 def test_worker_requires_key_variable(

@@ -19,7 +19,7 @@ from dramatiq.errors import BrokerError as DramatiqBrokerError
 from . import state
 from .actors import declare_actors, delivery_message, now_ms
 from .bookkeeping import Bookkeeper
-from .broker import create_broker, describe_broker_error, namespace
+from .broker import create_broker, describe_broker_error, maybe_queued, namespace
 from .config import Config
 from .errors import BrokerError, ConfigError, ConfigProblem, PayloadError
 from .isolation import ProcessSlots, ThreadShare
@@ -32,6 +32,7 @@ from .routing import owners, route
 from .signing import parse_secret
 from .slots import SlotPool
 from .state import StateStores
+from .state.idempotency import IDEMPOTENCY_TTL_MS
 
 logger = structlog.get_logger("ue_flow")
 
@@ -70,7 +71,9 @@ class Engine:
         broker.add_middleware(DurableRetries(stores.scheduler, stores.dead_letters))
         broker.add_middleware(Maintenance(stores, self.config.workers))
         process_slots = ProcessSlots()
-        broker.add_middleware(ThreadShare(process_slots, len(self.config.systems)))
+        #: A worker started with -Q delivers to fewer systems; boot_worker sets that count.
+        self.thread_share = ThreadShare(process_slots, len(self.config.systems))
+        broker.add_middleware(self.thread_share)
         slots = SlotPool(stores.systems)
         self.bookkeeper = Bookkeeper(stores, slots)
         broker.add_middleware(self.bookkeeper)
@@ -122,9 +125,12 @@ class Engine:
         """Validate an event, queue it for delivery and return its id.
 
         With ``idempotency_key``, a second emit with the same key within 24
-        hours queues nothing and returns the first event's id. Raises
-        PayloadError when the payload is invalid and BrokerError when the
-        broker cannot take it; in both cases nothing was queued.
+        hours returns the first event's id, and queues nothing once the
+        first emit's event was queued; after a failed first emit it queues
+        the event under the first event's id. Raises PayloadError when the
+        payload is invalid, and nothing was queued. Raises BrokerError when
+        the broker cannot take the event; nothing was queued unless the
+        error's ``maybe_queued`` is true.
         """
         if systems is not None and not isinstance(systems, str | bytes):
             # A generator would be used up by validation, and the event routed to no system.
@@ -135,16 +141,22 @@ class Engine:
         event_id = new_event_id()
         try:
             if idempotency_key is not None:
-                earlier = self.stores.idempotency.claim(idempotency_key, event_id)
-                if earlier is not None:
-                    return earlier
+                event_id, claimed_before = self.stores.idempotency.claim(idempotency_key, event_id)
+                if claimed_before and self._was_queued(idempotency_key):
+                    return event_id
             self._enqueue(event_id, event_name, payload, slugs, only, idempotency_key)
         # Dramatiq wraps pika's connection and channel errors, not its other errors.
         except (redis.RedisError, DramatiqBrokerError, pika.exceptions.AMQPError, OSError) as error:
             text = f"could not queue {event_name} event: {describe_broker_error(error)}"
-            raise BrokerError(text) from error
+            raise BrokerError(text, maybe_queued=maybe_queued(error)) from error
 
         return event_id
+
+    def _was_queued(self, idempotency_key: str) -> bool:
+        marker = self.stores.idempotency.marker(idempotency_key)
+        if self._together is not None:
+            return self._together.is_marked(marker)
+        return self.stores.idempotency.is_queued(idempotency_key)
 
     def _enqueue(
         self,
@@ -155,22 +167,32 @@ class Engine:
         only: list[str] | None,
         idempotency_key: str | None,
     ) -> None:
+        marker = "" if idempotency_key is None else self.stores.idempotency.marker(idempotency_key)
+        if self._together is not None:
+            self._fan_out(self._together, event_id, event_name, payload, slugs, only, marker)
+            return
+
+        # RabbitMQ publishes one message at a time, so the event goes out as
+        # a single routing message that a worker fans out: a failed emit
+        # then leaves nothing queued.
+        message = self.router.message(
+            event_id, event_name, payload["user"], payload["data"], only, now_ms()
+        )
+        self.broker.enqueue(message)
+        if idempotency_key is not None:
+            self._mark_published(idempotency_key, event_id)
+
+    def _mark_published(self, idempotency_key: str, event_id: str) -> None:
+        # The event is accepted once RabbitMQ confirmed it; a marker that
+        # cannot be written costs at most a duplicate with the same id.
         try:
-            if self._together is not None:
-                self._fan_out(self._together, event_id, event_name, payload, slugs, only)
-            else:
-                # RabbitMQ publishes one message at a time, so the event goes
-                # out as a single routing message that a worker fans out:
-                # a failed emit then leaves nothing queued.
-                message = self.router.message(
-                    event_id, event_name, payload["user"], payload["data"], only, now_ms()
-                )
-                self.broker.enqueue(message)
-        except BaseException:
-            # The event was not accepted, so a retry with the same key must queue it.
-            if idempotency_key is not None:
-                self.stores.idempotency.release(idempotency_key, event_id)
-            raise
+            self.stores.idempotency.mark_queued(idempotency_key)
+        except redis.RedisError as error:
+            logger.warning(
+                "idempotency.mark_failed",
+                event_id=event_id,
+                error=f"{type(error).__name__}: {error}",
+            )
 
     def _fan_out(
         self,
@@ -180,6 +202,7 @@ class Engine:
         payload: dict[str, Any],
         slugs: list[str | None],
         only: list[str] | None,
+        marker: str,
     ) -> None:
         # Routing here rather than in a worker spares every event a message
         # and a worker's round trips. The deliveries go to Redis in one
@@ -205,7 +228,7 @@ class Engine:
             )
             for slug, part in parts.items()
         ]
-        together.enqueue(messages)
+        together.enqueue(messages, marker=marker, marker_ttl_ms=IDEMPOTENCY_TTL_MS)
 
     def validate(
         self,

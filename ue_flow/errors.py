@@ -69,5 +69,13 @@ class PayloadError(Error, ValueError):
 class BrokerError(Error):
     """Raised when an event could not be queued because the broker failed.
 
-    The event was not accepted, so the caller may retry the same call.
+    ``maybe_queued`` is False when nothing was queued, so the caller may
+    retry the same call. It is True when the connection broke while the
+    broker was taking the event, which may then be queued: a retry with
+    the same idempotency key queues it at most once more, under the same
+    event id, while a retry without one may deliver it twice.
     """
+
+    def __init__(self, message: str, *, maybe_queued: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_queued = maybe_queued

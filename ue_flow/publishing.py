@@ -11,21 +11,25 @@ from dramatiq.brokers.redis import RedisBroker
 # Queues each message the way Dramatiq's own dispatch script does for its
 # enqueue command: the body in the queue's ".msgs" hash under a Redis
 # message id, and that id pushed on the queue's list. KEYS contains the
-# list and the hash of each message in turn, and ARGV its id and body.
+# list and the hash of each message in turn, and ARGV its id and body,
+# then a marker key to set with the messages (or '') and its lifetime in ms.
 # Redis does not undo the writes of a script that fails halfway, so the
-# key types are checked before the first write.
-# NOTE: a Redis server that reaches maxmemory between two writes of the
-# script still fails it halfway. The window is the microseconds the script runs.
+# key types are checked before the first write. Redis 7 checks maxmemory
+# once, when the script starts, so memory cannot stop it halfway either.
 _ENQUEUE_ALL = """
+local marker, marker_ttl = ARGV[#ARGV - 1], ARGV[#ARGV]
 for i = 1, #KEYS, 2 do
     local list, hash = redis.call('type', KEYS[i]).ok, redis.call('type', KEYS[i + 1]).ok
     if (list ~= 'none' and list ~= 'list') or (hash ~= 'none' and hash ~= 'hash') then
         return redis.error_reply('WRONGTYPE queue keys ' .. KEYS[i] .. ' are not a list and a hash')
     end
 end
-for i = 1, #ARGV, 2 do
+for i = 1, #KEYS, 2 do
     redis.call('hset', KEYS[i + 1], ARGV[i], ARGV[i + 1])
     redis.call('rpush', KEYS[i], ARGV[i])
+end
+if marker ~= '' then
+    redis.call('set', marker, '1', 'PX', marker_ttl)
 end
 return 0
 """
@@ -38,12 +42,20 @@ class TogetherQueue:
         self.broker = broker
         self._enqueue_all = broker.client.register_script(_ENQUEUE_ALL)
 
-    def enqueue(self, messages: Sequence[Message[Any]]) -> None:
+    def is_marked(self, marker: str) -> bool:
+        """True when ``marker``, set by ``enqueue``, exists."""
+        return bool(self.broker.client.exists(marker))
+
+    def enqueue(
+        self, messages: Sequence[Message[Any]], *, marker: str = "", marker_ttl_ms: int = 0
+    ) -> None:
         """Queue new ``messages``: every one of them, or none when Redis fails.
 
         Each message is queued as ``broker.enqueue`` would queue it, with
         the enqueue hooks of the broker's middleware, so that a caller that
         retries after an error does not queue a second copy of some of them.
+        ``marker``, when given, is set in the same call, so that it exists
+        exactly when the messages were queued.
         """
         broker = self.broker
         keys: list[str] = []
@@ -58,6 +70,6 @@ class TogetherQueue:
             keys += [queue, f"{queue}.msgs"]
             args += [message.options["redis_message_id"], message.encode()]
 
-        self._enqueue_all(keys=keys, args=args)
+        self._enqueue_all(keys=keys, args=[*args, marker, marker_ttl_ms])
         for message in messages:
             broker.emit_after("enqueue", message, None)

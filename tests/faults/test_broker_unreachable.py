@@ -35,7 +35,7 @@ EMIT_FAILURE_BOUND_S = 5.0
 SILENT_BOUND_S = 30.0
 
 
-def test_broker_refused_releases_key(
+def test_broker_refused_keeps_key(
     worker_env: dict[str, str],
     tmp_path: Path,
     receivers: dict[str, Receiver],
@@ -47,8 +47,8 @@ def test_broker_refused_releases_key(
     loaded = load_config(env["UE_FLOW_CONFIG"])
     closed_port = free_port()
     closed_url = f"redis://127.0.0.1:{closed_port}/0"
-    # Idempotency keys live in the state Redis, which stays up, so that
-    # their release after the failed enqueue can be seen.
+    # Idempotency keys live in the state Redis, which stays up, so that the
+    # key claimed by the failed emit can be seen.
     refused = Engine(
         loaded,
         create_broker(closed_url, key_prefix=namespace),
@@ -68,12 +68,15 @@ def test_broker_refused_releases_key(
     assert f"127.0.0.1:{closed_port}" in message
     assert "refused" in message
     assert isinstance(raised.value.__cause__, redis.ConnectionError)
-    assert redis_client.exists(f"{namespace}:idempotency:{key}") == 0
+    assert raised.value.maybe_queued is False
+    claimed = redis_client.get(f"{namespace}:idempotency:{key}")
     assert queued_deliveries(redis_client, namespace) == {}
 
     working = Engine.for_redis(loaded, REDIS_URL, namespace)
     event_id = working.emit("basket_add", **payload, idempotency_key=key)
     again = working.emit("basket_add", **payload, idempotency_key=key)
+    # The retry queues the event under the id the failed emit claimed.
+    assert claimed == event_id.encode()
     assert again == event_id
     queued = queued_deliveries(redis_client, namespace)
     assert list(queued) == ["mitxonline"]

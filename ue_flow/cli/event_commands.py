@@ -30,6 +30,11 @@ def register(commands: Commands) -> None:
         metavar="SLUG",
         help="deliver only to this system; repeat for several",
     )
+    emit.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="queue the event at most once for KEY in 24 hours, and print the first event id",
+    )
     emit.set_defaults(command="emit", run=run_emit)
 
     demo = commands.add_parser(
@@ -59,6 +64,7 @@ def run_emit(args: argparse.Namespace) -> int:
             user=payload.get("user", {}),
             data=payload.get("data", {}),
             systems=args.systems,
+            idempotency_key=args.idempotency_key,
         )
     except ConfigError as error:
         print_problems(error.problems)
@@ -69,14 +75,27 @@ def run_emit(args: argparse.Namespace) -> int:
     except BrokerError as error:
         # The broker's description may end with a full stop of its own.
         reason = str(error).rstrip(".")
-        print(
-            f"error: {reason}; nothing was queued, so running the command again is safe",
-            file=sys.stderr,
-        )
+        print(f"error: {reason}; {_retry_advice(error, args.idempotency_key)}", file=sys.stderr)
         return EXIT_INVALID
 
     print(event_id)
     return EXIT_OK
+
+
+def _retry_advice(error: BrokerError, idempotency_key: str | None) -> str:
+    if not error.maybe_queued:
+        return "nothing was queued, so running the command again is safe"
+    if idempotency_key is not None:
+        return (
+            "the connection broke while the broker was taking the event, so it may be "
+            "queued; running the command again with the same --idempotency-key queues it "
+            "at most once more, under the same event id"
+        )
+    return (
+        "the connection broke while the broker was taking the event, so it may be queued; "
+        "running the command again may deliver it twice, under two event ids, unless "
+        "both runs pass the same --idempotency-key"
+    )
 
 
 def run_demo(args: argparse.Namespace) -> int:
