@@ -132,19 +132,19 @@ def maybe_queued(error: BaseException) -> bool:
     """Return True when a failed enqueue may still have queued its message.
 
     A connection that broke while the broker was taking the message leaves
-    it unknown whether the broker took it. A refused connection and an
-    answered error, such as a nack or WRONGTYPE, leave nothing queued.
+    it unknown whether the broker took it. A refused connection, and an
+    error reply such as a nack or WRONGTYPE, leave nothing queued.
     """
     if isinstance(error, redis.ConnectionError | redis.TimeoutError):
         # redis-py words a failed connect "Error N connecting to host:port".
         return " connecting to " not in str(error)
     if isinstance(error, ConnectionClosed):
         cause = getattr(error, "message", None)
-        rejected = isinstance(cause, pika.exceptions.NackError | pika.exceptions.UnroutableError)
+        nacked = isinstance(cause, pika.exceptions.NackError | pika.exceptions.UnroutableError)
         # pika raises the base class itself when it cannot connect at all;
         # its subclasses report a connection lost on the way.
-        refused = type(cause) is pika.exceptions.AMQPConnectionError
-        return not (rejected or refused)
+        unreachable = type(cause) is pika.exceptions.AMQPConnectionError
+        return not (nacked or unreachable)
     return False
 
 

@@ -125,12 +125,12 @@ class Engine:
         """Validate an event, queue it for delivery and return its id.
 
         With ``idempotency_key``, a second emit with the same key within 24
-        hours returns the first event's id, and queues nothing once the
-        first emit's event was queued; after a failed first emit it queues
-        the event under the first event's id. Raises PayloadError when the
-        payload is invalid, and nothing was queued. Raises BrokerError when
-        the broker cannot take the event; nothing was queued unless the
-        error's ``maybe_queued`` is true.
+        hours returns the first event's id. It queues nothing when the
+        first emit's event was queued, and otherwise queues the event under
+        the first event's id. Raises PayloadError when the payload is
+        invalid, and nothing was queued then. Raises BrokerError when the
+        broker cannot take the event; nothing was queued unless the error's
+        ``maybe_queued`` is true.
         """
         if systems is not None and not isinstance(systems, str | bytes):
             # A generator would be used up by validation, and the event routed to no system.

@@ -44,7 +44,7 @@ class IdempotencyKeys:
         return f"{self.namespace}:idempotency:{key}"
 
     def marker(self, key: str) -> str:
-        """Return the Redis key that says the event of ``key`` was queued."""
+        """Return the Redis key that exists once the event of ``key`` is queued."""
         return f"{self.key(key)}:queued"
 
     def mark_queued(self, key: str, ttl_ms: int = IDEMPOTENCY_TTL_MS) -> None:
