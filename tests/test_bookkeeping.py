@@ -130,3 +130,33 @@ def test_kept_writes_bounded(namespace: str, monkeypatch: pytest.MonkeyPatch) ->
     dropped = [entry for entry in logs if entry["event"] == "bookkeeping.dropped"]
     assert dropped[0]["writes"] == 1
     assert dropped[0]["log_level"] == "error"
+
+
+def test_flush_thread_survives_error(
+    redis_client: redis.Redis, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stores = open_stores(redis_client, namespace)
+    keeper = Bookkeeper(stores, SlotPool(stores.systems))
+    log_delivered = stores.attempts.log_delivered
+    calls = []
+
+    def fail_once(*args: Any, **kwargs: Any) -> None:
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("unexpected")
+        log_delivered(*args, **kwargs)
+
+    monkeypatch.setattr(stores.attempts, "log_delivered", fail_once)
+    keeper.after_worker_boot(None, None)  # type: ignore[arg-type]
+    try:
+        with capture_logs() as logs:
+            keeper.add(delivered(1))
+            assert wait_for(lambda: len(calls) >= 1)
+            keeper.add(delivered(2))
+            assert wait_for(lambda: stores.attempts.get(f"evt_{2:032x}", "learn") is not None)
+    finally:
+        keeper.after_worker_shutdown(None, None)  # type: ignore[arg-type]
+
+    assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == [
+        "bookkeeping.flush_crashed"
+    ]

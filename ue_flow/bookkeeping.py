@@ -90,7 +90,12 @@ class Bookkeeper(Middleware):
 
     def _run(self) -> None:
         while not self._stop.wait(FLUSH_INTERVAL_S):
-            self.flush()
+            try:
+                self.flush()
+            except Exception:
+                # The thread must outlive an unexpected error, or the
+                # bookkeeping of every later delivery would pile up here.
+                logger.exception("bookkeeping.flush_crashed")
 
     def flush(self, *, give_back_all: bool = False) -> None:
         """Send the queued writes and give back the slots this process no longer keeps."""
