@@ -15,7 +15,7 @@ from .config import Config
 from .errors import PayloadError
 from .isolation import ProcessSlots
 from .queues import ROUTE_QUEUE, delivery_queue
-from .routing import route
+from .routing import UNROUTED, route
 from .sending import REQUEUES_OPTION, SystemSender
 from .slots import SlotPool
 from .state import StateStores
@@ -66,7 +66,7 @@ def declare_actors(
             },
         )
     router = dramatiq.Actor(
-        _route_function(config, deliverers, stores),
+        _route_function(config, deliverers),
         broker=broker,
         actor_name="route_event",
         queue_name=ROUTE_QUEUE,
@@ -103,7 +103,7 @@ def delivery_message(
 
 
 def _route_function(
-    config: Config, deliverers: Mapping[str, dramatiq.Actor[..., None]], stores: StateStores
+    config: Config, deliverers: Mapping[str, dramatiq.Actor[..., None]]
 ) -> Callable[..., None]:
     def route_event(
         event_id: str,
@@ -121,7 +121,7 @@ def _route_function(
 
         parts = route(config, event, {"user": user, "data": data}, systems)
         if not parts:
-            log.warning("event.unrouted", error="no subscribed system owns an item of the event")
+            log.warning("event.unrouted", error=UNROUTED)
         for slug, part in parts.items():
             send_delivery(
                 deliverers[slug], event_id, event_name, part["user"], part["data"], emitted_at_ms

@@ -62,11 +62,8 @@ class Bookkeeper(Middleware):
         """Queue the bookkeeping of one successful delivery."""
         system = delivered.record.system
         if not self.batching:
-            with self.stores.client.pipeline(transaction=False) as pipe:
-                self.stores.attempts.log_delivered([delivered], pipe)
-                self.stores.systems.record_success(system, _now_ms(), pipe)
-                self._give_back(self.slots.take_spent(_now_ms()), pipe)
-                pipe.execute()
+            now_ms = _now_ms()
+            self._write([delivered], {system: now_ms}, self.slots.take_spent(now_ms))
             return
 
         with self._lock:
@@ -107,22 +104,30 @@ class Bookkeeper(Middleware):
             return
 
         try:
-            with self.stores.client.pipeline(transaction=False) as pipe:
-                self.stores.attempts.log_delivered(writes, pipe)
-                for slug, now_ms in successes.items():
-                    self.stores.systems.record_success(slug, now_ms, pipe)
-                self._give_back(spent, pipe)
-                pipe.execute()
+            self._write(writes, successes, spent)
         except redis.RedisError as error:
             # Slots need no retry: their leases expire in Redis by themselves.
             logger.warning(
-                "bookkeeping.failed", error=f"{type(error).__name__}: {error}", writes=len(writes)
+                "bookkeeping.failed",
+                error=f"{type(error).__name__}: {error}",
+                writes=len(writes),
+                systems=sorted(successes),
             )
             self._requeue(writes, successes)
 
-    def _give_back(self, spent: list[tuple[str, str]], pipe: redis.client.Pipeline) -> None:
-        for slug, token in spent:
-            self.stores.systems.release_slot(slug, token, pipe)
+    def _write(
+        self,
+        writes: list[Delivered],
+        successes: dict[str, int],
+        spent: list[tuple[str, str]],
+    ) -> None:
+        with self.stores.client.pipeline(transaction=False) as pipe:
+            self.stores.attempts.log_delivered(writes, pipe)
+            for slug, now_ms in successes.items():
+                self.stores.systems.record_success(slug, now_ms, pipe)
+            for slug, token in spent:
+                self.stores.systems.release_slot(slug, token, pipe)
+            pipe.execute()
 
     def _requeue(self, writes: list[Delivered], successes: dict[str, int]) -> None:
         with self._lock:

@@ -28,7 +28,7 @@ from .maintenance import Maintenance
 from .payload import normalize
 from .publishing import TogetherQueue
 from .retries import DurableRetries
-from .routing import owners, route
+from .routing import UNROUTED, owners, route
 from .signing import parse_secret
 from .slots import SlotPool
 from .state import StateStores
@@ -213,7 +213,7 @@ class Engine:
                 "event.unrouted",
                 event_id=event_id,
                 event_name=event_name,
-                error="no subscribed system owns an item of the event",
+                error=UNROUTED,
             )
             return
         emitted_at_ms = now_ms()

@@ -72,8 +72,8 @@ class BrokerError(Error):
     ``maybe_queued`` is False when nothing was queued, so the caller may
     retry the same call. It is True when the connection broke while the
     broker was taking the event, so the event may be queued. A retry with
-    the same idempotency key then queues it at most once more, under the
-    same event id. A retry without one may deliver it twice.
+    the same idempotency key then queues it only if the first call did
+    not, under the same event id. A retry without one may deliver it twice.
     """
 
     def __init__(self, message: str, *, maybe_queued: bool = False) -> None:

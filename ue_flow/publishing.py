@@ -15,7 +15,8 @@ from dramatiq.brokers.redis import RedisBroker
 # then a marker key to set with the messages (or '') and its lifetime in ms.
 # Redis does not undo the writes of a script that fails halfway, so the
 # key types are checked before the first write. Redis 7 checks maxmemory
-# once, when the script starts, so memory cannot stop it halfway either.
+# once, when the script starts, so memory cannot stop it halfway either
+# (tests/faults/test_attack_emit_oom.py checks this against the server).
 _ENQUEUE_ALL = """
 local marker, marker_ttl = ARGV[#ARGV - 1], ARGV[#ARGV]
 for i = 1, #KEYS, 2 do

@@ -9,6 +9,9 @@ from typing import Any, NoReturn
 from .config import Config, EventType, System
 from .errors import PayloadError
 
+#: Why an event went to no system, in the warning logged then.
+UNROUTED = "no subscribed system owns an item of the event"
+
 
 def resolve_pointer(document: Any, pointer: str) -> Any:
     """Return the value at a JSON pointer (RFC 6901); raise KeyError when absent."""

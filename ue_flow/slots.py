@@ -5,7 +5,7 @@ disabled flag and circuit. A process that just delivered to a healthy
 system keeps the slot for its next delivery there, for at most REUSE_MS.
 A busy worker then pays that round trip about once a second per slot
 rather than once per delivery. The slot stays counted in Redis all along,
-so the in-flight limit holds across every worker.
+so the in-flight limit applies across every worker.
 """
 
 from __future__ import annotations
@@ -76,10 +76,14 @@ class SlotPool:
         """Return and forget the slots to give back to Redis: stale, idle or forgotten ones."""
         with self._lock:
             for slug, kept in self._kept.items():
-                idle = [each for each in kept if now_ms - each.kept_ms >= IDLE_MS]
-                if idle:
-                    self._kept[slug] = [each for each in kept if each not in idle]
-                    self._spent.extend((slug, each.admission.token) for each in idle)
+                fresh = [each for each in kept if now_ms - each.kept_ms < IDLE_MS]
+                if len(fresh) < len(kept):
+                    self._spent.extend(
+                        (slug, each.admission.token)
+                        for each in kept
+                        if now_ms - each.kept_ms >= IDLE_MS
+                    )
+                    self._kept[slug] = fresh
             spent, self._spent = self._spent, []
         return spent
 

@@ -89,7 +89,7 @@ def _retry_advice(error: BrokerError, idempotency_key: str | None) -> str:
         return (
             "the connection broke while the broker was taking the event, so it may be "
             "queued; running the command again with the same --idempotency-key queues it "
-            "at most once more, under the same event id"
+            "only if the first run did not, under the same event id"
         )
     return (
         "the connection broke while the broker was taking the event, so it may be queued; "
