@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,6 +39,16 @@ RABBITMQ_URL = os.environ.get("UE_FLOW_TEST_RABBITMQ_URL", "amqp://guest:guest@1
 
 #: The user that each test's vhost grants every permission to.
 RABBITMQ_USER = os.environ.get("UE_FLOW_TEST_RABBITMQ_USER", "guest")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Poll ``condition`` every 50 ms until it is true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def free_port() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -28,6 +29,9 @@ from tests.conftest import (
     rabbitmq_queue_length,
     rabbitmqctl,
     write_config,
+)
+from tests.conftest import (
+    wait_until as poll_until,
 )
 from ue_flow.cli import main, operate_commands
 from ue_flow.engine import Engine
@@ -177,13 +181,31 @@ def start_dramatiq(tmp_path: Path) -> Iterator[Callable[..., DramatiqWorker]]:
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
-    """Poll ``condition`` every 50 ms until it is true or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
+    """Poll as ``tests.conftest.wait_until`` does, by default for 60 s.
+
+    These tests run several worker processes at once.
+    """
+    return poll_until(condition, timeout)
+
+
+@contextlib.contextmanager
+def emitting_learn(engine: Engine) -> Iterator[list[str]]:
+    """Emit learn orders every 10 ms in a thread while the block runs; yield their ids."""
+    emitted: list[str] = []
+    stop = threading.Event()
+
+    def keep_emitting() -> None:
+        while not stop.is_set():
+            emitted.append(emit_learn(engine))
+            time.sleep(0.01)
+
+    emitter = threading.Thread(target=keep_emitting)
+    emitter.start()
+    try:
+        yield emitted
+    finally:
+        stop.set()
+        emitter.join()
 
 
 def emit_learn(engine: Engine) -> str:
@@ -244,26 +266,14 @@ def test_disable_reaches_every_worker(
     start_dramatiq(env, "-p", "2", "-t", "4")
     start_dramatiq(env, "-p", "1", "-t", "4")
     engine = build_engine(env)
-    emitted: list[str] = []
-    stop = threading.Event()
 
-    def keep_emitting() -> None:
-        while not stop.is_set():
-            emitted.append(emit_learn(engine))
-            time.sleep(0.01)
-
-    emitter = threading.Thread(target=keep_emitting)
-    emitter.start()
-    try:
+    with emitting_learn(engine) as emitted:
         assert wait_until(lambda: len(endpoints["learn"].requests) >= 50)
         engine.stores.systems.disable("learn", "system disabled by an operator", 0)
         # README: disabling reaches every worker within about a second.
         time.sleep(3)
         late_start = len(emitted)
         time.sleep(2)
-    finally:
-        stop.set()
-        emitter.join()
     late = set(emitted[late_start:])
 
     def parked() -> set[str]:
@@ -285,20 +295,11 @@ def test_open_circuit_reaches_every_worker(
     start_dramatiq(env, "-p", "1", "-t", "4")
     engine = build_engine(env)
     breaker = engine.config.systems["learn"].delivery.circuit_breaker
-    emitted: list[str] = []
-    stop = threading.Event()
-
-    def keep_emitting() -> None:
-        while not stop.is_set():
-            emitted.append(emit_learn(engine))
-            time.sleep(0.01)
 
     def circuit() -> str:
         return engine.stores.systems.health("learn", breaker, int(time.time() * 1000)).circuit
 
-    emitter = threading.Thread(target=keep_emitting)
-    emitter.start()
-    try:
+    with emitting_learn(engine):
         assert wait_until(lambda: len(endpoints["learn"].requests) >= 50)
         endpoints["learn"].status = 500
         assert wait_until(lambda: circuit() == "open")
@@ -310,9 +311,6 @@ def test_open_circuit_reaches_every_worker(
         time.sleep(3)
         requests_after = len(endpoints["learn"].requests)
         assert circuit() == "open"
-    finally:
-        stop.set()
-        emitter.join()
 
     assert requests_after == requests_before
 

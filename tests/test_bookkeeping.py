@@ -11,7 +11,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from structlog.testing import capture_logs
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 from ue_flow import bookkeeping
 from ue_flow.bookkeeping import Bookkeeper
 from ue_flow.config import Config, DeliverySettings
@@ -45,15 +45,6 @@ def delivered(index: int, system: str = "learn") -> Delivered:
     )
 
 
-def wait_for(condition: Any, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def test_write_outside_worker_at_once(redis_client: redis.Redis, namespace: str) -> None:
     stores = open_stores(redis_client, namespace)
     keeper = Bookkeeper(stores, SlotPool(stores.systems))
@@ -74,7 +65,7 @@ def test_worker_writes_in_batches(redis_client: redis.Redis, namespace: str) -> 
         for index in range(50):
             keeper.add(delivered(index))
 
-        assert wait_for(lambda: len(stores.attempts.deliveries(limit=100)) == 50)
+        assert wait_until(lambda: len(stores.attempts.deliveries(limit=100)) == 50)
         assert len(stores.attempts.attempts()) == 50
         assert keeper.pending == 0
         assert redis_client.hexists(f"{namespace}:system:learn", "last_success_ms")
@@ -97,11 +88,17 @@ def test_shutdown_gives_back_kept_slots(redis_client: redis.Redis, namespace: st
     assert stores.attempts.get(f"evt_{1:032x}", "learn") is not None
 
 
-def test_unreachable_redis_keeps_writes(namespace: str) -> None:
-    unreachable = unreachable_client()
-    stores = open_stores(unreachable, namespace)
+@pytest.fixture
+def unreachable_keeper(namespace: str) -> Bookkeeper:
+    """A batching bookkeeper whose Redis refuses connections."""
+    stores = open_stores(unreachable_client(), namespace)
     keeper = Bookkeeper(stores, SlotPool(stores.systems))
     keeper.batching = True
+    return keeper
+
+
+def test_unreachable_redis_keeps_writes(unreachable_keeper: Bookkeeper) -> None:
+    keeper = unreachable_keeper
 
     for index in range(3):
         keeper.add(delivered(index))
@@ -114,12 +111,11 @@ def test_unreachable_redis_keeps_writes(namespace: str) -> None:
     assert "ConnectionError" in logs[0]["error"]
 
 
-def test_kept_writes_bounded(namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kept_writes_bounded(
+    unreachable_keeper: Bookkeeper, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(bookkeeping, "MAX_PENDING", 2)
-    unreachable = unreachable_client()
-    stores = open_stores(unreachable, namespace)
-    keeper = Bookkeeper(stores, SlotPool(stores.systems))
-    keeper.batching = True
+    keeper = unreachable_keeper
 
     for index in range(3):
         keeper.add(delivered(index))
@@ -151,9 +147,9 @@ def test_flush_thread_survives_error(
     try:
         with capture_logs() as logs:
             keeper.add(delivered(1))
-            assert wait_for(lambda: len(calls) >= 1)
+            assert wait_until(lambda: len(calls) >= 1)
             keeper.add(delivered(2))
-            assert wait_for(lambda: stores.attempts.get(f"evt_{2:032x}", "learn") is not None)
+            assert wait_until(lambda: stores.attempts.get(f"evt_{2:032x}", "learn") is not None)
     finally:
         keeper.after_worker_shutdown(None, None)  # type: ignore[arg-type]
 

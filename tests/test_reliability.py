@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from tests.conftest import (
     load_example,
     queued_deliveries,
     rabbitmq_queue_length,
+    wait_until,
     write_config,
 )
 from ue_flow.engine import Engine
@@ -65,15 +65,6 @@ def ue_flow_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[
     return subprocess.run(
         [UE_FLOW, *args], env=env, capture_output=True, text=True, timeout=60, check=False
     )
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def emit_basket(engine: Engine) -> str:

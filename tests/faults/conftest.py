@@ -23,6 +23,7 @@ from tests.conftest import (
     free_port,
     load_example,
     start_receiver,
+    wait_until,
     write_config,
 )
 from ue_flow.engine import Engine
@@ -68,16 +69,6 @@ def fault_env(worker_env: dict[str, str], directory: Path) -> dict[str, str]:
 def engine_for(env: dict[str, str], url: str = REDIS_URL) -> Engine:
     """Return the application's engine for ``env``, on the Redis at ``url``."""
     return Engine.for_redis(load_config(env["UE_FLOW_CONFIG"]), url, env["UE_FLOW_NAMESPACE"])
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    """Poll ``condition`` every 50 ms until it is true or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def emit_example(engine: Engine, number: int, **options: Any) -> tuple[str, set[str]]:
