@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass
@@ -17,6 +18,16 @@ USER_AGENT = f"ue-flow/{__version__}"
 
 #: The most of a response body that is read; the rest is dropped with the connection.
 MAX_RESPONSE_BYTES = 65_536
+
+#: The headers of every delivery before its own: those requests sends by
+#: default, with ue-flow's User-Agent.
+BASE_HEADERS = {
+    **{name: str(value) for name, value in requests.utils.default_headers().items()},
+    "User-Agent": USER_AGENT,
+}
+
+#: Distinct URLs whose prepared form is kept; a configuration has one per system.
+PREPARED_URLS = 256
 
 
 @dataclass(frozen=True)
@@ -65,7 +76,6 @@ class Sender:
             # Proxies and credentials from the environment or .netrc must not
             # change where a webhook goes or what it carries.
             session.trust_env = False
-            session.headers["User-Agent"] = USER_AGENT
             adapter = VettedAdapter(allow_private_network=allow_private_network)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
@@ -91,13 +101,14 @@ class Sender:
         started = time.perf_counter()
         timeouts = (timeouts_ms[0] / 1000, timeouts_ms[1] / 1000)
         try:
-            response = self._session(allow_private_network).post(
-                url,
-                data=body,
-                headers=headers,
-                timeout=timeouts,
-                allow_redirects=False,
-                stream=True,
+            session = self._session(allow_private_network)
+            request = _prepared_post(url, {**BASE_HEADERS, **headers}, body)
+            # The session's transport adapter sends the prepared request
+            # as Session.send would, minus what a webhook never uses:
+            # redirects, hooks, proxies from the environment and a cookie
+            # jar that a receiver could fill.
+            response = session.get_adapter(url).send(
+                request, stream=True, timeout=timeouts, verify=True, cert=None, proxies={}
             )
             with response:
                 content = _read_body(response, started + sum(timeouts))
@@ -120,6 +131,25 @@ class Sender:
             retry_after=response.headers.get("Retry-After"),
             response=content.decode("utf-8", errors="replace"),
         )
+
+
+def _prepared_post(url: str, headers: dict[str, str], body: bytes) -> requests.PreparedRequest:
+    """Return a POST of ``body`` to ``url`` as ``requests`` prepares it, headers checked."""
+    request = requests.PreparedRequest()
+    request.prepare_method("POST")
+    request.url = _prepared_url(url)
+    request.prepare_headers(headers)
+    request.prepare_body(body, None)
+    return request
+
+
+@functools.lru_cache(maxsize=PREPARED_URLS)
+def _prepared_url(url: str) -> str:
+    # Preparing a URL (parsing, IDNA, quoting) costs more than the rest of
+    # a request, and a system's URL is the same for each of its deliveries.
+    request = requests.PreparedRequest()
+    request.prepare_url(url, None)
+    return str(request.url)
 
 
 def _read_body(response: requests.Response, deadline: float) -> bytes:
