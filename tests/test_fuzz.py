@@ -47,6 +47,7 @@ from ue_flow.engine import validate_event
 from ue_flow.errors import ConfigError, ConfigProblem, PayloadError
 from ue_flow.examples import check_examples
 from ue_flow.loader import LoadedConfig, load_config
+from ue_flow.payload import MAX_DEPTH, _convert, _is_plain_json, normalize
 from ue_flow.routing import route
 
 settings.register_profile(
@@ -173,6 +174,29 @@ def test_event_names_and_systems_rejected_cleanly(
     payload = EXAMPLES[example_key]
 
     check_validation(shipped_config(), event_name, payload["user"], payload["data"], systems)
+
+
+@given(value=JSON_ISH)
+@settings(max_examples=300 * SCALE)
+@example(value=nested(MAX_DEPTH))
+@example(value=nested(MAX_DEPTH + 1))
+@example(value={"a": [1, {"b": "\udc80"}]})
+@example(value=[1, 2, [float("nan")]])
+@example(value={"id": [10**4400]})
+def test_plain_check_agrees_with_conversion(value: Any) -> None:
+    # normalize returns plain JSON as it is after a quick check; the full
+    # conversion must accept the same values and produce an equal copy.
+    try:
+        converted = _convert("post_sale", value, "$", 0)
+    except PayloadError:
+        with pytest.raises(PayloadError):
+            normalize("post_sale", value)
+        return
+
+    normalized = normalize("post_sale", value)
+    assert json.dumps(normalized) == json.dumps(converted)
+    if _is_plain_json(value, 0):
+        assert normalized is value
 
 
 def test_decimal_beyond_precision_rejected() -> None:

@@ -48,26 +48,44 @@ def normalize(event_name: str, value: Any, path: str = "$") -> Any:
 
 def _is_plain_json(value: Any, depth: int) -> bool:
     # The common case, checked without building the JSON paths that only an
-    # error message needs; exact type checks keep subclasses on the slow path.
+    # error message needs. Exact type checks keep subclasses on the slow
+    # path, and scalars in containers are checked in the loop, since a
+    # function call per value would cost more than the check itself.
+    kind = type(value)
+    if kind is dict:
+        for key in value:
+            if type(key) is not str or not (key.isascii() or _is_utf8(key)):
+                return False
+        items = value.values()
+    elif kind is list:
+        items = value
+    else:
+        return _is_plain_scalar(value)
+    if depth >= MAX_DEPTH:
+        return False
+
+    for item in items:
+        kind = type(item)
+        if kind is str:
+            if not (item.isascii() or _is_utf8(item)):
+                return False
+        elif kind is dict or kind is list:
+            if not _is_plain_json(item, depth + 1):
+                return False
+        elif not _is_plain_scalar(item):
+            return False
+    return True
+
+
+def _is_plain_scalar(value: Any) -> bool:
     kind = type(value)
     if kind is str:
         return _is_utf8(value)
     if kind is int:
         return _is_writable_int(value)
-    if kind is bool or value is None:
-        return True
     if kind is float:
         return math.isfinite(value)
-    if depth >= MAX_DEPTH:
-        return False
-    if kind is dict:
-        return all(
-            type(key) is str and _is_utf8(key) and _is_plain_json(item, depth + 1)
-            for key, item in value.items()
-        )
-    if kind is list:
-        return all(_is_plain_json(item, depth + 1) for item in value)
-    return False
+    return kind is bool or value is None
 
 
 def _is_utf8(text: str) -> bool:
