@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import dramatiq
+import orjson
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.encoder import JSONEncoder
 
 # Queues each message the way Dramatiq's own dispatch script does for its
 # enqueue command: the body in the queue's ".msgs" hash under a Redis
@@ -69,8 +72,25 @@ class TogetherQueue:
             broker.emit_before("enqueue", message, None)
             queue = f"{broker.namespace}:{message.queue_name}"
             keys += [queue, f"{queue}.msgs"]
-            args += [message.options["redis_message_id"], message.encode()]
+            args += [message.options["redis_message_id"], encode(message)]
 
         self._enqueue_all(keys=keys, args=[*args, marker, marker_ttl_ms])
         for message in messages:
             broker.emit_after("enqueue", message, None)
+
+
+def encode(message: Message[Any]) -> bytes:
+    """Return ``message`` as Dramatiq's encoder would, as JSON when that encoder is JSON.
+
+    Dramatiq's JSON encoder takes about 10 microseconds for a delivery
+    message, most of emit's own work beside the Redis call, and orjson
+    writes the same JSON in under one. Workers decode it with
+    ``json.loads`` either way. Integers beyond 64 bits, which a payload may
+    hold and orjson does not write, fall back to Dramatiq's encoder.
+    """
+    if type(dramatiq.get_encoder()) is JSONEncoder:
+        try:
+            return orjson.dumps(message.asdict())
+        except orjson.JSONEncodeError:
+            pass
+    return message.encode()
