@@ -6,6 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from .jsontext import compact_json
+
 #: The keys of every envelope, in the order they are sent. Receivers built
 #: like Unified Ecommerce's own code fail on any other top-level key.
 ENVELOPE_KEYS = ("system_slug", "system_key", "type", "user", "data")
@@ -23,7 +25,7 @@ def envelope_body(
 
 def payload_json(user: Any, data: Any) -> str:
     """Serialize ``{"user": user, "data": data}`` as envelopes and delivery records write it."""
-    return json.dumps({"user": user, "data": data}, ensure_ascii=False, separators=(",", ":"))
+    return compact_json({"user": user, "data": data})
 
 
 def envelope_from_payload(slug: str, key: str, wire_type: str, payload: str) -> bytes:
@@ -32,11 +34,7 @@ def envelope_from_payload(slug: str, key: str, wire_type: str, payload: str) -> 
     The payload, the bulk of the body, is serialized once per delivery and
     also kept in its record; the envelope's keys keep ENVELOPE_KEYS' order.
     """
-    head = json.dumps(
-        {"system_slug": slug, "system_key": key, "type": wire_type},
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    head = compact_json({"system_slug": slug, "system_key": key, "type": wire_type})
     return f"{head[:-1]},{payload[1:]}".encode()
 
 

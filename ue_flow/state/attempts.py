@@ -10,6 +10,7 @@ from typing import Any, cast
 import redis
 
 from ..envelope import payload_json
+from ..jsontext import compact_json
 from .batch import batch
 
 #: Delivery statuses: waiting for an attempt or a retry, done, or given up.
@@ -127,7 +128,7 @@ class AttemptLog:
 
     def record_attempt(self, attempt: Attempt, pipe: redis.client.Pipeline | None = None) -> None:
         """Append ``attempt`` to the log, as part of ``pipe`` when given."""
-        entry = {"attempt": json.dumps(vars(attempt), ensure_ascii=False)}
+        entry = {"attempt": compact_json(vars(attempt))}
         with batch(self.client, pipe) as writes:
             writes.xadd(self._stream, entry, maxlen=self.max_attempts, approximate=True)  # type: ignore[arg-type]
 
@@ -152,7 +153,7 @@ class AttemptLog:
                 entry.payload,
                 record.updated_ms,
                 f"{record.event_id}:{record.system}",
-                json.dumps(vars(entry.attempt), ensure_ascii=False),
+                compact_json(vars(entry.attempt)),
             ]
         with batch(self.client, pipe) as writes:
             self._log_delivered(keys=keys, args=args, client=writes)
@@ -264,7 +265,7 @@ class AttemptLog:
 def _state_json(record: DeliveryRecord) -> str:
     # vars() rather than asdict(), which would deep-copy the payload.
     state = {name: value for name, value in vars(record).items() if name not in _PAYLOAD}
-    return json.dumps(state, ensure_ascii=False)
+    return compact_json(state)
 
 
 def _attempt_fields(fields: dict[bytes, bytes]) -> dict[str, Any]:
