@@ -359,6 +359,8 @@ class SystemSender:
     def _redact(self, text: str) -> str:
         # A receiver may echo the request in its response; the key and the
         # secrets must not reach the attempt log that way.
+        if not text:
+            return text
         for secret in (self.environ.get(self.system.key_env, ""), *self._secrets()):
             if secret:
                 text = text.replace(secret, "***")
