@@ -176,3 +176,12 @@ def test_docs_catalog_content() -> None:
     assert "| `refund.lines[].amount` | Money (string) | yes |" in text
     assert "- Hook: `post_sale(user=..., order=...)`" in text
     assert os.sep + "work" not in text
+
+
+def test_docs_marks_routing_owner() -> None:
+    # The schemas let the owner out, but emit rejects an event without it.
+    text = (ROOT / "docs" / "events.md").read_text(encoding="utf-8")
+
+    assert "| `product.system` | string or integer | for routing |" in text
+    assert "| `lines[].product.system` | string or integer | for routing |" in text
+    assert "| `lines[].product.sku` | string | yes |" in text

@@ -48,6 +48,14 @@ def catalog_markdown(config: Config) -> str:
             f"| [`{event.name}`](#{event.name}) | `{event.type}` | `{event.hookspec}` "
             f"| {subscribers or '(none)'} |"
         )
+    lines.extend(
+        [
+            "",
+            "In the field tables, required means the schema requires the field. A field"
+            " marked for routing may be left out by the schema, but emit rejects an event"
+            " without it, because routing reads it to choose the receiving systems.",
+        ]
+    )
 
     for event in config.events.values():
         lines.extend(["", *_event_section(config, event, root)])
@@ -75,8 +83,18 @@ def _event_section(config: Config, event: EventType, root: Path) -> list[str]:
         "",
         "Fields of `data`:",
         "",
-        *_field_table(schema_fields(event.schema_path)),
+        *_field_table(schema_fields(event.schema_path), _routed_field(event.routing)),
     ]
+
+
+def _routed_field(routing: Routing) -> str | None:
+    """Return the dotted path in ``data`` of the field routing reads, if it is in ``data``."""
+    # emit rejects an event without the owner, even where the schema lets it out.
+    pointer = routing.owner if routing.items is None else f"{routing.items}[]{routing.owner}"
+    if not pointer.startswith("/data/"):
+        return None
+    tokens = pointer.removeprefix("/data/").split("/")
+    return ".".join(token.replace("~1", "/").replace("~0", "~") for token in tokens)
 
 
 def _routing_text(routing: Routing) -> str:
@@ -96,10 +114,12 @@ def _routing_text(routing: Routing) -> str:
     return text
 
 
-def _field_table(fields: list[Field]) -> list[str]:
+def _field_table(fields: list[Field], routed: str | None = None) -> list[str]:
     rows = ["| field | type | required | description |", "| --- | --- | --- | --- |"]
     for field in fields:
         required = "yes" if field.required else "no"
+        if field.path == routed and not field.required:
+            required = "for routing"
         rows.append(
             f"| `{field.path}` | {_cell(field.type)} | {required} | {_cell(field.description)} |"
         )
