@@ -1,4 +1,4 @@
-"""Attacks on emit's single-script fan-out on Redis: lost replies and broken keys."""
+"""Attacks on emit's single-script fan-out on Redis: lost replies, broken keys and races."""
 
 from __future__ import annotations
 
@@ -171,3 +171,40 @@ def test_emit_after_failure_queues_once(
         "learn": [event_id],
         "mitxonline": [event_id],
     }
+
+
+def test_concurrent_emits_with_one_key_queue_once(
+    tmp_path: Path, namespace: str, redis_client: redis.Redis
+) -> None:
+    # Each emit claims the key and finds no marker yet. Only the script,
+    # which checks and sets the marker in one step, keeps the second copy out.
+    loaded = load_config(write_config(tmp_path))
+    engines = [Engine.for_redis(loaded, REDIS_URL, namespace) for _ in range(4)]
+
+    for trial in range(20):
+        key = f"order-race-{trial}"
+        start = threading.Barrier(len(engines))
+        event_ids: list[str] = []
+        threads = [
+            threading.Thread(target=_emit_at_once, args=(engine, key, start, event_ids))
+            for engine in engines
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        assert len(event_ids) == len(engines)
+        assert len(set(event_ids)) == 1
+        assert queued_event_ids(redis_client, namespace) == {
+            "learn": [event_ids[0]],
+            "mitxonline": [event_ids[0]],
+        }
+        for slug in ("learn", "mitxonline"):
+            redis_client.delete(f"{namespace}:deliver.{slug}", f"{namespace}:deliver.{slug}.msgs")
+
+
+def _emit_at_once(engine: Engine, key: str, start: threading.Barrier, event_ids: list[str]) -> None:
+    start.wait()
+    payload = load_example("post_sale", "two_systems")
+    event_ids.append(engine.emit("post_sale", **payload, idempotency_key=key))

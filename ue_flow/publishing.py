@@ -16,12 +16,17 @@ from dramatiq.encoder import JSONEncoder
 # message id, and that id pushed on the queue's list. KEYS contains the
 # list and the hash of each message in turn, and ARGV its id and body,
 # then a marker key to set with the messages (or '') and its lifetime in ms.
+# A marker that exists already means another call queued these messages.
+# The script then queues nothing and returns 1, and otherwise returns 0.
 # Redis does not undo the writes of a script that fails halfway, so the
 # key types are checked before the first write. Redis 7 checks maxmemory
 # once, when the script starts, so memory cannot stop it halfway either
 # (tests/faults/test_attack_emit_oom.py checks this against the server).
 _ENQUEUE_ALL = """
 local marker, marker_ttl = ARGV[#ARGV - 1], ARGV[#ARGV]
+if marker ~= '' and redis.call('exists', marker) == 1 then
+    return 1
+end
 for i = 1, #KEYS, 2 do
     local list, hash = redis.call('type', KEYS[i]).ok, redis.call('type', KEYS[i + 1]).ok
     if (list ~= 'none' and list ~= 'list') or (hash ~= 'none' and hash ~= 'hash') then
@@ -52,14 +57,15 @@ class TogetherQueue:
 
     def enqueue(
         self, messages: Sequence[Message[Any]], *, marker: str = "", marker_ttl_ms: int = 0
-    ) -> None:
+    ) -> bool:
         """Queue new ``messages``: every one of them, or none when Redis fails.
 
         Each message is queued as ``broker.enqueue`` would queue it, with
         the enqueue hooks of the broker's middleware, so that a caller that
         retries after an error does not queue a second copy of some of them.
         ``marker``, when given, is set in the same call, so that it exists
-        exactly when the messages were queued.
+        exactly when the messages were queued. When it exists already,
+        nothing is queued and the result is False.
         """
         broker = self.broker
         keys: list[str] = []
@@ -74,9 +80,12 @@ class TogetherQueue:
             keys += [queue, f"{queue}.msgs"]
             args += [message.options["redis_message_id"], encode(message)]
 
-        self._enqueue_all(keys=keys, args=[*args, marker, marker_ttl_ms])
+        already_queued = self._enqueue_all(keys=keys, args=[*args, marker, marker_ttl_ms])
+        if already_queued:
+            return False
         for message in messages:
             broker.emit_after("enqueue", message, None)
+        return True
 
 
 def encode(message: Message[Any]) -> bytes:
