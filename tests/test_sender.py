@@ -77,6 +77,15 @@ def test_url_with_spaces_is_quoted_before_sending(receiver: Receiver) -> None:
     assert len(receiver.requests) == 1
 
 
+def test_url_with_leading_whitespace_is_delivered(receiver: Receiver) -> None:
+    outcome = Sender().post(
+        " \t" + receiver.url, b"{}", {}, TIMEOUTS_MS, allow_private_network=True
+    )
+
+    assert outcome.delivered
+    assert len(receiver.requests) == 1
+
+
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/x", "http://", "not a url"])
 def test_unusable_url_is_an_outcome_not_an_exception(url: str) -> None:
     outcome = Sender().post(url, b"{}", {}, TIMEOUTS_MS, allow_private_network=True)

@@ -96,7 +96,8 @@ class Sender:
         ``timeouts_ms`` is the connect and the read timeout in milliseconds.
         Unless ``allow_private_network`` is true, a host that is or resolves
         to a loopback, private or other non-public address gets nothing, and
-        the outcome's error is ``DisallowedAddress``.
+        the outcome's error is ``DisallowedAddress``. Credentials in the URL
+        are not sent; the configuration loader rejects such URLs.
         """
         started = time.perf_counter()
         timeouts = (timeouts_ms[0] / 1000, timeouts_ms[1] / 1000)
@@ -107,7 +108,7 @@ class Sender:
             # as Session.send would, minus what a webhook never uses:
             # redirects, hooks, proxies from the environment and a cookie
             # jar that a receiver could fill.
-            response = session.get_adapter(url).send(
+            response = session.get_adapter(str(request.url)).send(
                 request, stream=True, timeout=timeouts, verify=True, cert=None, proxies={}
             )
             with response:
