@@ -29,6 +29,7 @@ from ue_flow.state.attempts import (
     Delivered,
     DeliveryRecord,
 )
+from ue_flow.state.dead_letters import DeadLetter
 
 #: A Unix time in milliseconds in 2027, as long as the times ue-flow stores.
 NOW_MS = 1_800_000_000_000
@@ -300,3 +301,65 @@ def test_attempt_log_orders_batched_entries(redis_client: redis.Redis, namespace
     assert len(log.deliveries(limit=1000)) == 300
     for entry in batch:
         assert log.get(entry.record.event_id, "learn") == entry.record
+
+
+def test_event_attempts_narrowed_by_system(
+    cli_env: Path,
+    redis_client: redis.Redis,
+    namespace: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    event_id = "evt_" + "a" * 32
+    log = open_stores(redis_client, namespace).attempts
+    for system in ("learn", "mitxonline"):
+        log.record_attempt(Attempt(event_id, system, 1, NOW_MS, 9, 200, None, ""))
+
+    status = main(["deliveries", "--event", event_id, "--system", "learn", "--json"])
+
+    assert status == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["system"] for line in lines if line["kind"] == "attempt"] == ["learn"]
+
+
+def test_no_deliveries_says_so(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["deliveries"])
+
+    output = capsys.readouterr()
+    assert status == 0
+    assert output.out == "0 deliveries\n"
+    assert "before a worker has tried it" in output.err
+
+
+def test_replay_skips_disabled_system(
+    cli_env: Path,
+    redis_client: redis.Redis,
+    namespace: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stores = open_stores(redis_client, namespace)
+    for system in ("learn", "mitxonline"):
+        letter = DeadLetter(
+            event_id="evt_" + "b" * 32,
+            event_name="post_sale",
+            system=system,
+            type="postsale",
+            user={},
+            data={},
+            emitted_at_ms=NOW_MS,
+            attempts=3,
+            last_status=500,
+            last_error="HTTP 500",
+            reason="retries exhausted",
+            dead_at_ms=NOW_MS,
+        )
+        stores.dead_letters.add(letter)
+    stores.systems.disable("learn", "test", NOW_MS)
+
+    status = main(["replay", "--all"])
+
+    output = capsys.readouterr()
+    assert status == 0
+    assert output.out == "replayed 1 dead letter\n"
+    assert "skipped 1 dead letter of learn: the system is disabled" in output.err
+    assert "ue-flow systems enable learn" in output.err
+    assert [letter.system for letter in stores.dead_letters.select()] == ["learn"]

@@ -91,7 +91,7 @@ def create_broker(
     else:
         scheme = url.split(":", 1)[0]
         message = (
-            f"UE_FLOW_BROKER_URL has unsupported scheme {scheme!r}; "
+            f"unsupported scheme {scheme!r}; "
             "use redis://host:port/db or amqp://user:password@host:port/vhost"
         )
         raise ConfigError([ConfigProblem(Path("UE_FLOW_BROKER_URL"), 0, 0, message)])

@@ -158,7 +158,12 @@ def _guarded(run: Any) -> Any:
         try:
             status: int = run(args)
         except (redis.RedisError, BrokerError) as error:
-            print(f"error: cannot reach Redis: {type(error).__name__}: {error}", file=sys.stderr)
+            print(
+                f"error: cannot reach Redis: {type(error).__name__}: {str(error).rstrip('.')}; "
+                "check that it runs and that UE_FLOW_REDIS_URL, or else UE_FLOW_BROKER_URL, "
+                "names it",
+                file=sys.stderr,
+            )
             return EXIT_INVALID
         except DramatiqBrokerError as error:
             # Replays and redeliveries queue messages, and `systems` counts them.
@@ -188,6 +193,8 @@ def run_deliveries(args: argparse.Namespace) -> int:
         system=args.system, status=args.status, event_id=args.event, limit=args.limit
     )
     attempts = log.attempts(event_id=args.event, limit=args.limit * 10) if args.event else []
+    if args.system:
+        attempts = [attempt for attempt in attempts if attempt.system == args.system]
     if args.json:
         for record in records:
             print(json.dumps({"kind": "delivery", **_without_payload(dataclasses.asdict(record))}))
@@ -213,13 +220,19 @@ def run_deliveries(args: argparse.Namespace) -> int:
                 _when(record.updated_ms),
             )
         )
-    _print_table(rows)
-    if args.event and not records:
-        print(
-            f"no delivery of {args.event} is on record: a delivery has a record from its "
-            "first attempt, and records are kept for the attempt retention period",
-            file=sys.stderr,
-        )
+    if records:
+        _print_table(rows)
+    else:
+        # A header alone reads like a broken command.
+        print("0 deliveries")
+        if args.event or not (args.status or args.system):
+            subject = f"no delivery of {args.event}" if args.event else "no delivery"
+            print(
+                f"{subject} is on record: a delivery has a record from its first attempt, "
+                "so none is listed before a worker has tried it, and records are kept "
+                "for the attempt retention period",
+                file=sys.stderr,
+            )
     if attempts:
         print()
         rows = [("SYSTEM", "ATTEMPT", "TIME", "DURATION-MS", "RESULT", "RESPONSE")]
@@ -335,7 +348,18 @@ def run_replay(args: argparse.Namespace) -> int:
     if isinstance(engine, int):
         return engine
 
-    replayed = replay(engine, _selected(engine, args))
+    letters = _selected(engine, args)
+    # A disabled system would park them again at once; enabling it replays them.
+    systems = {letter.system for letter in letters if letter.system in engine.deliverers}
+    disabled = {slug for slug in systems if engine.stores.systems.is_disabled(slug)}
+    for slug in sorted(disabled):
+        parked = sum(1 for letter in letters if letter.system == slug)
+        print(
+            f"skipped {plural(parked, 'dead letter', 'dead letters')} of {slug}: the system "
+            f"is disabled; run: ue-flow systems enable {slug}, which replays them",
+            file=sys.stderr,
+        )
+    replayed = replay(engine, [letter for letter in letters if letter.system not in disabled])
     print(f"replayed {plural(replayed, 'dead letter', 'dead letters')}")
     return EXIT_OK
 

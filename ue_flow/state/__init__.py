@@ -38,7 +38,7 @@ def state_redis_url() -> str:
         if not url.startswith(REDIS_SCHEMES):
             scheme = url.split(":", 1)[0]
             message = (
-                f"UE_FLOW_REDIS_URL has unsupported scheme {scheme!r}; the delivery state "
+                f"unsupported scheme {scheme!r}; the delivery state "
                 "needs Redis, so use redis://host:port/db"
             )
             raise ConfigError([ConfigProblem(Path("UE_FLOW_REDIS_URL"), 0, 0, message)])
