@@ -36,26 +36,17 @@ json_values = st.recursive(
 json_objects = st.dictionaries(texts, json_values, max_size=5)
 
 
+def envelope(slug: str, key: str, wire_type: str, user: Any, data: Any) -> dict[str, Any]:
+    return {"system_slug": slug, "system_key": key, "type": wire_type, "user": user, "data": data}
+
+
 def reference_body(slug: str, key: str, wire_type: str, user: Any, data: Any) -> bytes:
-    envelope = {
-        "system_slug": slug,
-        "system_key": key,
-        "type": wire_type,
-        "user": user,
-        "data": data,
-    }
-    return compact_json(envelope).encode("utf-8")
+    return compact_json(envelope(slug, key, wire_type, user, data)).encode("utf-8")
 
 
 def standard_body(slug: str, key: str, wire_type: str, user: Any, data: Any) -> bytes:
-    envelope = {
-        "system_slug": slug,
-        "system_key": key,
-        "type": wire_type,
-        "user": user,
-        "data": data,
-    }
-    return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    whole = envelope(slug, key, wire_type, user, data)
+    return json.dumps(whole, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 @settings(max_examples=500)
