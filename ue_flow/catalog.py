@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 from .config import Config, EventType, Routing
+from .routing import pointer_tokens
 
 #: The maximum nesting depth of a field table. Deeper fields are left to
 #: the schema file.
@@ -91,10 +92,10 @@ def _routed_field(routing: Routing) -> str | None:
     """Return the dotted path in ``data`` of the field routing reads, if it is in ``data``."""
     # emit rejects an event without the owner, even where the schema lets it out.
     pointer = routing.owner if routing.items is None else f"{routing.items}[]{routing.owner}"
-    if not pointer.startswith("/data/"):
+    section, *tokens = pointer_tokens(pointer)
+    if section != "data" or not tokens:
         return None
-    tokens = pointer.removeprefix("/data/").split("/")
-    return ".".join(token.replace("~1", "/").replace("~0", "~") for token in tokens)
+    return ".".join(tokens)
 
 
 def _routing_text(routing: Routing) -> str:

@@ -16,7 +16,7 @@ UNROUTED = "no subscribed system owns an item of the event"
 def resolve_pointer(document: Any, pointer: str) -> Any:
     """Return the value at a JSON pointer (RFC 6901); raise KeyError when absent."""
     value = document
-    for token in _tokens(pointer):
+    for token in pointer_tokens(pointer):
         if isinstance(value, Mapping) and token in value:
             value = value[token]
         elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
@@ -28,7 +28,8 @@ def resolve_pointer(document: Any, pointer: str) -> Any:
 
 
 @functools.lru_cache(maxsize=256)
-def _tokens(pointer: str) -> tuple[str, ...]:
+def pointer_tokens(pointer: str) -> tuple[str, ...]:
+    """Return the unescaped reference tokens of a JSON pointer (RFC 6901)."""
     # Routing reads the same few pointers from events.yaml for every event.
     return tuple(
         token.replace("~1", "/").replace("~0", "~") for token in pointer.lstrip("/").split("/")
@@ -200,10 +201,7 @@ def _with_value(document: Any, pointer: str, value: Any) -> Any:
     is shared with ``document``, which is not modified. A deep copy per
     system would cost the square of the fan-out.
     """
-    tokens = [
-        token.replace("~1", "/").replace("~0", "~") for token in pointer.lstrip("/").split("/")
-    ]
-    return _replaced(document, tokens, value)
+    return _replaced(document, list(pointer_tokens(pointer)), value)
 
 
 def _replaced(node: Any, tokens: list[str], value: Any) -> Any:
