@@ -173,7 +173,7 @@ def test_emit_after_failure_queues_once(
     }
 
 
-def test_concurrent_emits_with_one_key_queue_once(
+def test_racing_idempotent_emits_queue_once(
     tmp_path: Path, namespace: str, redis_client: redis.Redis
 ) -> None:
     # Each emit claims the key and finds no marker yet. Only the script,

@@ -256,16 +256,24 @@ def test_max_in_flight_across_workers(
     assert wait_until(lambda: in_flight(redis_client, namespace, "learn") == 0)
 
 
-def test_disable_reaches_every_worker(
+@pytest.fixture
+def two_pools_engine(
     worker_env: dict[str, str],
     tmp_path: Path,
     endpoints: dict[str, Endpoint],
     start_dramatiq: Callable[..., DramatiqWorker],
-) -> None:
+) -> Engine:
+    """Return an engine beside two worker pools (three processes) posting to ``endpoints``."""
     env = attack_env(worker_env, tmp_path / "config", endpoints)
     start_dramatiq(env, "-p", "2", "-t", "4")
     start_dramatiq(env, "-p", "1", "-t", "4")
-    engine = build_engine(env)
+    return build_engine(env)
+
+
+def test_disable_reaches_every_worker(
+    two_pools_engine: Engine, endpoints: dict[str, Endpoint]
+) -> None:
+    engine = two_pools_engine
 
     with emitting_learn(engine) as emitted:
         assert wait_until(lambda: len(endpoints["learn"].requests) >= 50)
@@ -285,15 +293,9 @@ def test_disable_reaches_every_worker(
 
 
 def test_open_circuit_reaches_every_worker(
-    worker_env: dict[str, str],
-    tmp_path: Path,
-    endpoints: dict[str, Endpoint],
-    start_dramatiq: Callable[..., DramatiqWorker],
+    two_pools_engine: Engine, endpoints: dict[str, Endpoint]
 ) -> None:
-    env = attack_env(worker_env, tmp_path / "config", endpoints)
-    start_dramatiq(env, "-p", "2", "-t", "4")
-    start_dramatiq(env, "-p", "1", "-t", "4")
-    engine = build_engine(env)
+    engine = two_pools_engine
     breaker = engine.config.systems["learn"].delivery.circuit_breaker
 
     def circuit() -> str:

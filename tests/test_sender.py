@@ -21,7 +21,7 @@ def receiver() -> Iterator[Receiver]:
     started.server.server_close()
 
 
-def test_post_sends_body_and_headers_as_given(receiver: Receiver) -> None:
+def test_post_sends_body_and_headers(receiver: Receiver) -> None:
     body = '{"type":"postsale","data":{"note":"café"}}'.encode()
 
     outcome = Sender().post(
@@ -41,7 +41,7 @@ def test_post_sends_body_and_headers_as_given(receiver: Receiver) -> None:
     assert request.headers["user-agent"] == USER_AGENT
 
 
-def test_cookie_from_a_receiver_is_not_sent_back(receiver: Receiver) -> None:
+def test_receiver_cookie_not_sent_back(receiver: Receiver) -> None:
     # A receiver's cookie would otherwise ride along with every later
     # delivery of the worker thread to that host.
     receiver.statuses.append((200, {"Set-Cookie": "session=abc123; Path=/"}))
@@ -68,7 +68,7 @@ def test_header_with_line_break_sends_nothing(receiver: Receiver) -> None:
     assert receiver.requests == []
 
 
-def test_url_with_spaces_is_quoted_before_sending(receiver: Receiver) -> None:
+def test_url_spaces_quoted(receiver: Receiver) -> None:
     url = receiver.url.replace("/webhook/", "/web hook/?q=a b")
 
     outcome = Sender().post(url, b"{}", {}, TIMEOUTS_MS, allow_private_network=True)
@@ -77,7 +77,7 @@ def test_url_with_spaces_is_quoted_before_sending(receiver: Receiver) -> None:
     assert len(receiver.requests) == 1
 
 
-def test_url_with_leading_whitespace_is_delivered(receiver: Receiver) -> None:
+def test_url_leading_whitespace_delivered(receiver: Receiver) -> None:
     outcome = Sender().post(
         " \t" + receiver.url, b"{}", {}, TIMEOUTS_MS, allow_private_network=True
     )
@@ -87,7 +87,7 @@ def test_url_with_leading_whitespace_is_delivered(receiver: Receiver) -> None:
 
 
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/x", "http://", "not a url"])
-def test_unusable_url_is_an_outcome_not_an_exception(url: str) -> None:
+def test_unusable_url_gives_error_outcome(url: str) -> None:
     outcome = Sender().post(url, b"{}", {}, TIMEOUTS_MS, allow_private_network=True)
 
     assert outcome.status is None

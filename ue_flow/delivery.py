@@ -26,7 +26,7 @@ BASE_HEADERS = {
     "User-Agent": USER_AGENT,
 }
 
-#: Distinct URLs whose prepared form is kept; a configuration has one per system.
+#: Distinct URLs whose prepared form is kept. A configuration has one per system.
 PREPARED_URLS = 256
 
 
@@ -97,7 +97,7 @@ class Sender:
         Unless ``allow_private_network`` is true, a host that is or resolves
         to a loopback, private or other non-public address gets nothing, and
         the outcome's error is ``DisallowedAddress``. Credentials in the URL
-        are not sent; the configuration loader rejects such URLs.
+        are not sent, and the configuration loader rejects such URLs.
         """
         started = time.perf_counter()
         timeouts = (timeouts_ms[0] / 1000, timeouts_ms[1] / 1000)

@@ -349,7 +349,7 @@ def run_replay(args: argparse.Namespace) -> int:
         return engine
 
     letters = _selected(engine, args)
-    # A disabled system would park them again at once; enabling it replays them.
+    # A disabled system would park them again at once, and enabling it replays them.
     systems = {letter.system for letter in letters if letter.system in engine.deliverers}
     disabled = {slug for slug in systems if engine.stores.systems.is_disabled(slug)}
     for slug in sorted(disabled):
